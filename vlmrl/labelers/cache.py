@@ -1,0 +1,119 @@
+"""Persistent label cache: a label paid for once is never paid for again, across runs.
+
+Keys are ``sha256(labeler | model | prompt-template hash | content hashes)``; values are stored in SQLite
+(WAL mode, one committed transaction per write) so a crash loses nothing that was acknowledged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from vlmrl.types import Label
+
+
+def content_hash(item: bytes | str | np.ndarray) -> str:
+    """Stable hash of one query input (image array, text or raw bytes)."""
+    h = hashlib.sha256()
+    if isinstance(item, np.ndarray):
+        arr = np.ascontiguousarray(item)
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    elif isinstance(item, str):
+        h.update(item.encode("utf-8"))
+    elif isinstance(item, bytes | bytearray | memoryview):
+        h.update(bytes(item))
+    else:
+        raise TypeError(f"cannot hash query input of type {type(item).__name__}")
+    return h.hexdigest()
+
+
+class LabelCache:
+    """SQLite-backed map from query key to :class:`Label`, safe to share between threads.
+
+    Args:
+        path: database file; ``None`` keeps the cache in memory (tests, dry runs).
+    """
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = None if path is None else Path(path)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            ":memory:" if self.path is None else str(self.path), check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS labels (key TEXT PRIMARY KEY, value INTEGER NOT NULL, source TEXT,"
+            " raw TEXT, meta TEXT, created REAL)"
+        )
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(labeler: str, model: str, template: str, contents: Iterable[bytes | str | np.ndarray]) -> str:
+        """Cache key of one query: who answers, with which prompt, about which inputs."""
+        template_hash = hashlib.sha256(template.encode("utf-8")).hexdigest()
+        parts = [labeler, model, template_hash, *(content_hash(c) for c in contents)]
+        return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()
+
+    def get(self, key: str) -> Label | None:
+        """The cached label for ``key``, or ``None``; counts hits and misses."""
+        with self._lock:
+            row = self._db.execute("SELECT value, source, raw FROM labels WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+        return Label(value=int(row[0]), source=row[1] or "", cached=True, raw=row[2] or "")
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Label]:
+        """Cached labels for the keys that have one."""
+        out = {}
+        for k in keys:
+            label = self.get(k)
+            if label is not None:
+                out[k] = label
+        return out
+
+    def put(self, key: str, label: Label, meta: dict | None = None) -> None:
+        """Store one label durably (committed before returning)."""
+        self.put_many([(key, label, meta)])
+
+    def put_many(self, items: Iterable[tuple[str, Label, dict | None]]) -> None:
+        """Store several labels in one transaction."""
+        rows = [
+            (k, int(lab.value), lab.source, lab.raw, json.dumps(m or {}), time.time()) for k, lab, m in items
+        ]
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM labels WHERE key = ?", (key,)).fetchone() is not None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM labels").fetchone()[0])
+
+    @property
+    def hit_rate(self) -> float:
+        """Fraction of lookups served from the cache since this object was opened."""
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
