@@ -1,0 +1,79 @@
+"""Open a report in headless Chromium: screenshot it, and read back the page after its scripts ran.
+
+Used by the browser test and by ``vlmrl report ... screenshot=true``. Chromium runs with a throw-away
+profile, no sandbox (containers), no GPU and no background networking; ``--virtual-time-budget`` lets the
+page's media load and its scripts run before the DOM is dumped or the screenshot is taken.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium binary: ``$VLMRL_CHROMIUM``, then the usual names on ``PATH``; ``None`` if absent."""
+    env = os.environ.get("VLMRL_CHROMIUM")
+    if env:
+        return env if Path(env).exists() else None
+    for name in CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    binary = find_chromium()
+    if binary is None:
+        raise FileNotFoundError("no Chromium found; install it (apt-get install -y chromium) or set VLMRL_CHROMIUM")
+    with tempfile.TemporaryDirectory(prefix="vlmrl-chromium-") as profile:
+        cmd = [
+            binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-extensions", "--mute-audio", f"--user-data-dir={profile}", *args,
+        ]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def dump_dom(page: str | os.PathLike, budget_ms: int = 5000, timeout: float = 60.0) -> str:
+    """The page's DOM after ``budget_ms`` of virtual time (media loaded, scripts run)."""
+    url = Path(page).resolve().as_uri()
+    proc = _run([f"--virtual-time-budget={budget_ms}", "--dump-dom", url], timeout)
+    if proc.returncode != 0 or "<html" not in proc.stdout:
+        raise RuntimeError(f"chromium --dump-dom failed (exit {proc.returncode}): {proc.stderr[-500:]}")
+    return proc.stdout
+
+
+def screenshot(
+    page: str | os.PathLike,
+    out: str | os.PathLike,
+    width: int = 1280,
+    height: int = 2400,
+    budget_ms: int = 5000,
+    timeout: float = 60.0,
+) -> Path:
+    """Save a PNG of the page's top ``width x height`` pixels (make it tall to see the whole report)."""
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    url = Path(page).resolve().as_uri()
+    proc = _run([f"--virtual-time-budget={budget_ms}", f"--window-size={width},{height}", "--hide-scrollbars",
+                 f"--screenshot={out}", url], timeout)
+    if not out.exists():
+        raise RuntimeError(f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-500:]}")
+    return out
+
+
+def video_states(dom: str) -> list[str]:
+    """The ``data-state`` of every ``<video>`` in a dumped DOM (``loaded``, ``pending`` or ``error:<code>``)."""
+    return [
+        (re.search(r'data-state="([^"]*)"', tag) or [None, "missing"])[1]
+        for tag in re.findall(r"<video\b[^>]*>", dom)
+    ]
