@@ -1,0 +1,216 @@
+"""Score rollouts with a reward source and compare with the env's own reward (``vlmrl evaluate-reward``).
+
+This is how a user picks prompts, alpha or a CLIP size before spending GPU hours: roll out a few episodes
+(random actions or a checkpoint's policy), score every step's observation with the reward model, and
+report how well its ranking agrees with the ground truth (Spearman, Kendall, EPIC), plus the frames it
+scores highest and lowest side by side.
+
+EPIC here compares next-state rewards on the visited transitions: the model reads only the observation
+after each step, and the env's reward is known only on the transitions that happened, so it is treated as
+a function of the state it led to. With ``D_S`` the visited states the canonicalization is exact for such
+rewards (see :mod:`vlmrl.report.reward_quality`). Outputs in ``out``: ``reward_eval.json`` (numbers),
+``scores.npz`` (every score), ``extremes.png`` and ``reward_eval.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmrl.report import html as H
+from vlmrl.report import plots
+from vlmrl.report.reward_quality import extreme_indices, reward_agreement
+from vlmrl.rewards.base import RewardModel
+
+
+@dataclass
+class Rollouts:
+    """Transitions of a few episodes: the reward model's inputs and the ground truth.
+
+    Attributes:
+        inputs: per step, ``info[input_key]`` after the step (a ``uint8 (H, W, 3)`` frame or a message).
+        env_rewards: ``float64 (N,)`` the env's own reward of each step.
+        episode_ids: ``int64 (N,)`` episode index of each step.
+        steps: ``int64 (N,)`` step index within its episode.
+    """
+
+    inputs: list
+    env_rewards: np.ndarray
+    episode_ids: np.ndarray
+    steps: np.ndarray
+
+
+def collect_rollouts(
+    env_fn: Callable[[], Any],
+    policy: Callable[[Any], Any] | None,
+    episodes: int,
+    max_steps: int,
+    input_key: str,
+    rng: np.random.Generator,
+) -> Rollouts:
+    """Run ``episodes`` episodes (at most ``max_steps`` steps each) and keep what the reward model reads.
+
+    Args:
+        env_fn: builds the env; every step's ``info`` must carry ``input_key``.
+        policy: maps an observation to an action; ``None`` samples uniformly random actions.
+        episodes: number of episodes.
+        max_steps: cap on steps per episode (the env's own time limit may end it first).
+        input_key: what the reward model reads from ``info`` (``"frame"`` or ``"message"``).
+        rng: seeds the env resets and the random actions.
+    """
+    if episodes < 1 or max_steps < 1:
+        raise ValueError(f"need episodes >= 1 and max_steps >= 1, got episodes={episodes} max_steps={max_steps}")
+    env = env_fn()
+    inputs, rewards, ep_ids, steps = [], [], [], []
+    try:
+        env.action_space.seed(int(rng.integers(2**31 - 1)))
+        for ep in range(episodes):
+            obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
+            for t in range(max_steps):
+                action = env.action_space.sample() if policy is None else policy(obs)
+                obs, reward, terminated, truncated, info = env.step(action)
+                if input_key not in info:
+                    raise KeyError(
+                        f"the env's info has no {input_key!r} but the reward model reads it; choose an env that "
+                        f"emits it (e.g. envs=humanoid for frames, envs=nethack for messages)"
+                    )
+                inputs.append(info[input_key])
+                rewards.append(float(info.get("env_reward", reward)))
+                ep_ids.append(ep)
+                steps.append(t)
+                if terminated or truncated:
+                    break
+    finally:
+        env.close()
+    return Rollouts(inputs, np.asarray(rewards), np.asarray(ep_ids, np.int64), np.asarray(steps, np.int64))
+
+
+def score(reward: RewardModel, inputs: list, batch_size: int) -> np.ndarray:
+    """Model reward of every input, in batches; uses ``evaluate`` (side-effect free) when the model has it."""
+    fn = getattr(reward, "evaluate", None) or reward.predict
+    out = []
+    for i in range(0, len(inputs), batch_size):
+        chunk = inputs[i : i + batch_size]
+        batch = np.stack(chunk) if isinstance(chunk[0], np.ndarray) else list(chunk)
+        r = np.asarray(fn(batch), dtype=np.float64).reshape(-1)
+        if r.size != len(chunk):
+            raise ValueError(f"{type(reward).__name__} returned {r.size} rewards for a batch of {len(chunk)}")
+        out.append(r)
+    return np.concatenate(out)
+
+
+def evaluate_reward(
+    env_fn: Callable[[], Any],
+    reward: RewardModel,
+    out: str | Path,
+    rng: np.random.Generator,
+    policy: Callable[[Any], Any] | None = None,
+    episodes: int = 4,
+    max_steps: int = 100,
+    top_k: int = 6,
+    batch_size: int = 256,
+    title: str = "",
+    setup: dict | None = None,
+) -> dict[str, Any]:
+    """Roll out, score, compare with the ground truth and write the outputs into ``out``.
+
+    Returns:
+        The agreement numbers (see :func:`~vlmrl.report.reward_quality.reward_agreement`), timings and the
+        paths written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = getattr(reward, "input_key", "frame")
+    t0 = time.perf_counter()
+    roll = collect_rollouts(env_fn, policy, episodes, max_steps, key, rng)
+    t1 = time.perf_counter()
+    model = score(reward, roll.inputs, batch_size)
+    t2 = time.perf_counter()
+    np.savez_compressed(out / "scores.npz", model_reward=model, env_reward=roll.env_rewards,
+                        episode=roll.episode_ids, step=roll.steps)
+    numbers = reward_agreement(model, roll.env_rewards, roll.episode_ids)
+    top, bottom = extreme_indices(model, top_k)
+    png = plots.extremes_png(roll.inputs, top, bottom, model, roll.env_rewards,
+                             title=f"{title}: highest (top) and lowest (bottom) model reward".strip(": "))
+    (out / "extremes.png").write_bytes(png)
+    result: dict[str, Any] = {
+        **numbers,
+        "model_reward_mean": float(model.mean()),
+        "model_reward_std": float(model.std()),
+        "env_reward_mean": float(roll.env_rewards.mean()),
+        "env_reward_std": float(roll.env_rewards.std()),
+        "rollout_seconds": round(t1 - t0, 3),
+        "scoring_seconds": round(t2 - t1, 3),
+        "inputs_per_second": round(len(model) / max(t2 - t1, 1e-9), 1),
+        "input_key": key,
+        "reward": type(reward).__name__,
+        "policy": "random" if policy is None else "checkpoint",
+        "setup": setup or {},
+        "top": [{"index": int(i), "episode": int(roll.episode_ids[i]), "step": int(roll.steps[i]),
+                 "model_reward": float(model[i]), "env_reward": float(roll.env_rewards[i])} for i in top],
+        "bottom": [{"index": int(i), "episode": int(roll.episode_ids[i]), "step": int(roll.steps[i]),
+                    "model_reward": float(model[i]), "env_reward": float(roll.env_rewards[i])} for i in bottom],
+    }
+    page = _page(result, model, roll, png, top, bottom, title)
+    result["html"] = str(H.write_atomic(out / "reward_eval.html", page))
+    result["extremes_png"] = str(out / "extremes.png")
+    (out / "reward_eval.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def _verdict(rho: float) -> str:
+    if not np.isfinite(rho):
+        return "undefined: one of the two rewards is constant over these transitions"
+    strength = "strong" if abs(rho) >= 0.7 else "moderate" if abs(rho) >= 0.4 else "weak"
+    sign = "agreement" if rho > 0 else "disagreement (the model prefers what the ground truth penalizes)"
+    return f"{strength} {sign}"
+
+
+def _page(result, model, roll: Rollouts, png: bytes, top, bottom, title: str) -> str:
+    n, eps = len(model), int(result.get("episodes", 0))
+    rho = result["spearman"]
+    summary = (
+        f"Scored {n:,} transitions from {eps} episode(s) of a {result['policy']} policy with "
+        f"{result['reward']} (reads info[{result['input_key']!r}]). Per-step Spearman {rho:.3f}: "
+        f"{_verdict(rho)}. EPIC distance {result['epic']:.3f} (0 = same reward up to shaping and scale, "
+        f"0.71 = unrelated, 1 = opposite)."
+    )
+    if "episode_spearman" in result:
+        summary += f" Episode returns: Spearman {result['episode_spearman']:.3f}."
+    rows = [(k, result[k]) for k in ("spearman", "kendall", "pearson", "epic", "episode_spearman",
+                                     "episode_kendall", "transitions", "episodes", "model_reward_mean",
+                                     "model_reward_std", "env_reward_mean", "env_reward_std",
+                                     "inputs_per_second") if k in result]
+    body = [
+        f"<h1>Reward quality: {H.esc(title or result['reward'])}</h1>",
+        H.section("summary", "Summary", f'<div class="summary"><p>{H.esc(summary)}</p></div>'
+                  + H.key_value_table(rows)),
+        H.section("extremes", "Highest and lowest scored", H.png_img(png, "extremes") + H.esc(
+            "Top row: what the model likes most; bottom row: what it likes least. Each shows the model's "
+            "reward and the env's own reward for the same step.")),
+        H.section("scatter", "Model vs ground truth", H.plot(
+            plots.scatter_svg(model, roll.env_rewards, roll.episode_ids),
+            "One dot per step, coloured by episode. A reward that ranks like the ground truth rises left to right.",
+        )),
+        H.section("method", "How the numbers are computed", "<p>" + H.esc(
+            "Spearman and Kendall (tau-b) compare rankings of all scored steps; Pearson compares values. "
+            "EPIC (Gleave et al. 2020) canonicalizes both rewards to remove potential shaping, then takes "
+            "sqrt((1 - Pearson)/2) over the visited transitions. The model reads only the observation after "
+            "each step and the env's reward is known only on visited transitions, so both are treated as "
+            "next-state rewards with the visited states as the state distribution; for such rewards the "
+            "canonical form is the reward minus its mean, so EPIC equals the Pearson distance here.") + "</p>"),
+    ]
+    if result.get("setup"):
+        body.append(H.section("setup", "Setup", H.key_value_table(sorted(result["setup"].items()))))
+    if result["input_key"] != "frame":
+        rows = [("highest", int(i)) for i in top] + [("lowest", int(i)) for i in bottom]
+        body.append(H.section("messages", "Messages", H.table(
+            ["row", "message", "model reward", "env reward"],
+            [[which, str(roll.inputs[i]), float(model[i]), float(roll.env_rewards[i])] for which, i in rows])))
+    return H.page(f"vlmrl reward quality: {title}", "\n".join(body))
