@@ -1,0 +1,155 @@
+"""A scripted OpenAI-compatible endpoint that fails the ways real ones do, for fault-injection tests and benchmarks.
+
+It answers ``/v1/models``, ``/v1/completions`` (with ``logprobs``) and ``/v1/chat/completions`` about NetHack
+messages: a message is "progress" when it contains one of :data:`PROGRESS_WORDS`. A ``faults`` script,
+cycled per request, makes requests fail with a timeout, HTTP 429 or 500, a malformed body or a dropped
+connection. Every answer actually delivered is counted per message in :attr:`StubEndpoint.paid`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+PROGRESS_WORDS = ("gold", "kill", "level", "staircase")
+FAULTS = ("ok", "timeout", "429", "500", "malformed", "garbage", "drop")
+CONTENT_FREE_MARGIN = 0.5  # the stub's "prior bias": calibration must remove it
+
+
+def _message_of(prompt: str) -> str:
+    found = re.findall(r"Message: (.*)\nProgress:\s*$", prompt) or re.findall(r"<message>(.*)</message>", prompt, re.S)
+    return found[-1] if found else prompt
+
+
+def _margin(message: str) -> float:
+    if message in ("N/A", "", "[MASK]"):
+        return CONTENT_FREE_MARGIN
+    return 2.0 if any(w in message.lower() for w in PROGRESS_WORDS) else -1.0
+
+
+class StubEndpoint:
+    """The endpoint, served from a thread on 127.0.0.1.
+
+    Args:
+        faults: per-request behaviours cycled in order, from :data:`FAULTS`.
+        latency: seconds each answered request takes (per prompt, like a CPU-bound model).
+        hang: seconds a ``timeout`` request hangs before dropping the connection unanswered.
+        free_text: the chat answer format: ``"label"`` (``<label>yes</label>``) or ``"ramble"`` (no label).
+    """
+
+    def __init__(self, faults: tuple[str, ...] = ("ok",), latency: float = 0.0, hang: float = 2.0,
+                 free_text: str = "label"):  # fmt: skip
+        unknown = set(faults) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown faults {unknown}: use {FAULTS}")
+        self.faults, self.latency, self.hang, self.free_text = tuple(faults), latency, hang, free_text
+        self.paid: Counter[str] = Counter()
+        self.requests = 0
+        self.seen: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._compute = threading.Lock()  # one request computes at a time, like a single llama.cpp worker
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self.port = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI-compatible base URL."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> StubEndpoint:
+        """Serve in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> StubEndpoint:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _next_fault(self) -> str:
+        with self._lock:
+            fault = self.faults[self.requests % len(self.faults)]
+            self.requests += 1
+        return fault
+
+    def _answer(self, path: str, req: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        if path.endswith("/chat/completions"):
+            message = _message_of(req["messages"][-1]["content"])
+            word = "yes" if _margin(message) > CONTENT_FREE_MARGIN else "no"
+            text = f"<analysis>ok</analysis> <label>{word}</label>" if self.free_text == "label" else "I think so."
+            choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+            return {"id": "x", "object": "chat.completion", "created": 0, "model": "stub", "choices": [choice]}, [message]
+        prompts = req["prompt"] if isinstance(req["prompt"], list) else [req["prompt"]]
+        choices, messages = [], []
+        for i, p in enumerate(prompts):
+            message = _message_of(p)
+            m = _margin(message)
+            top = {" yes": -0.7 + m / 2, " no": -0.7 - m / 2, " the": -3.0}
+            logprobs = {"tokens": [" yes"], "token_logprobs": [top[" yes"]], "top_logprobs": [top], "text_offset": [0]}
+            choices.append({"index": i, "text": " yes", "finish_reason": "length", "logprobs": logprobs})
+            messages.append(message)
+        return {"id": "x", "object": "text_completion", "created": 0, "model": "stub", "choices": choices}, messages
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _drop(self) -> None:
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._send(200, json.dumps({"object": "list", "data": [{"id": "stub", "object": "model"}]}).encode())
+
+            def do_POST(self) -> None:  # noqa: N802
+                req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                fault = stub._next_fault()
+                if fault == "timeout":
+                    time.sleep(stub.hang)
+                    return self._drop()
+                if fault == "drop":
+                    return self._drop()
+                if fault in ("429", "500"):
+                    err = {"error": {"message": "busy" if fault == "429" else "internal", "type": "server"}}
+                    return self._send(int(fault), json.dumps(err).encode())
+                if fault == "malformed":
+                    return self._send(200, b'{"choices": [{"index": 0, "text": ')
+                if fault == "garbage":
+                    return self._send(200, json.dumps({"object": "text_completion", "choices": []}).encode())
+                body, messages = stub._answer(self.path, req)
+                with stub._compute:
+                    time.sleep(stub.latency * len(messages))
+                self._send(200, json.dumps(body).encode())
+                with stub._lock:
+                    stub.paid.update(messages)
+
+        return Handler

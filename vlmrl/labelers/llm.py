@@ -1,0 +1,277 @@
+"""LLM judge of NetHack messages (ONI): free-text answers for large models, answer log-probs for small ones.
+
+Free-text path: the ONI prompt asks for ``<label>yes</label>`` or ``<label>no</label>`` and the answer is
+parsed. A 135M model does not follow that format, so the log-prob path asks a few-shot prompt ending in
+``Progress:`` and compares the next-token log-probabilities of `` yes`` and `` no``; the decision threshold is
+the mean margin on content-free inputs (contextual calibration, Zhao et al. 2021), which removes the
+model's prior bias towards one answer.
+
+Transport failures (timeouts, 429, 5xx, dropped connections, malformed responses) are never turned into
+labels: :meth:`LLMJudge.try_label` returns ``None`` for those items so the caller retries them later, and
+nothing that was answered is asked again by this object.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from vlmrl.labelers.base import Labeler
+from vlmrl.types import Label
+
+PROMPT_DIR = Path(__file__).resolve().parent.parent / "assets" / "prompts" / "oni"
+GOALS = ("default", "gold", "stairs", "combat")
+CONTENT_FREE = ("N/A", "", "[MASK]")
+LABEL_PATTERN = re.compile(r"<label>\s*(yes|no|true|false|helpful|unhelpful)\s*</label>", re.IGNORECASE)
+POSITIVE = {"yes", "true", "helpful"}
+MISSING_LOGPROB = -30.0  # a label word outside the returned top-k is taken as very unlikely
+
+
+def load_prompt(mode: str, goal: str = "default", prompt_dir: str | Path | None = None) -> str:
+    """The prompt template of ``mode`` (``"text"`` or ``"logprob"``) with the goal variant filled in.
+
+    The result still contains ``{message}``, to be filled per query.
+    """
+    root = Path(prompt_dir) if prompt_dir else PROMPT_DIR
+    goal_file = root / "goals" / f"{goal}.txt"
+    if not goal_file.exists():
+        raise ValueError(f"no ONI goal variant {goal!r} in {root / 'goals'}: pass labelers.labeler.goal= one of {GOALS}")
+    name = {"text": "judge.txt", "logprob": "score.txt"}.get(mode)
+    if name is None:
+        raise ValueError(f"unknown judge mode {mode!r}: pass labelers.labeler.mode=logprob or mode=text")
+    return (root / name).read_text().replace("{goal}", goal_file.read_text().strip())
+
+
+def parse_label(answer: str) -> int:
+    """1 or 0 from a free-text answer's ``<label>...</label>``; -1 when no label can be read."""
+    found = LABEL_PATTERN.findall(answer or "")
+    if not found:
+        return -1
+    return int(found[-1].lower() in POSITIVE)
+
+
+def yes_no_margin(top_logprobs: dict[str, float], yes: str = " yes", no: str = " no") -> float:
+    """``log p(yes) - log p(no)`` from one position's top log-probs (case variants summed)."""
+
+    def logp(word: str) -> float:
+        variants = {word, word.capitalize(), word.strip(), word.strip().capitalize()}
+        ps = [math.exp(v) for k, v in top_logprobs.items() if k in variants]
+        return math.log(sum(ps)) if ps else MISSING_LOGPROB
+
+    return logp(yes) - logp(no)
+
+
+class LLMJudge(Labeler):
+    """Labels NetHack messages as progress (1) or not (0) through an OpenAI-compatible endpoint.
+
+    Args:
+        base_url: the endpoint (``http://127.0.0.1:8080/v1``); may be set later with :meth:`connect`.
+        model: model name sent to the endpoint; ``None`` asks the endpoint's ``/models``.
+        mode: ``"logprob"`` (small models, answer log-prob scoring) or ``"text"`` (free-text answers).
+        goal: the task variant of the prompt: ``default``, ``gold``, ``stairs`` or ``combat``.
+        api_key_env: environment variable holding the API key (unset: a placeholder, fine for local servers).
+        timeout: seconds per request before it counts as failed (and is retried later by the caller).
+        concurrency: requests in flight at once.
+        threshold: fixed decision threshold on the yes/no margin; ``None`` calibrates on content-free inputs.
+        temperature: sampling temperature of the free-text path (ONI used 0.1).
+        max_tokens: answer length of the free-text path.
+        top_logprobs: how many next-token log-probs the log-prob path requests.
+        batch_prompts: send a list of prompts per completion request (vLLM, OpenAI); off for llama.cpp.
+        prompt_dir: folder of prompt templates (default: the packaged ``assets/prompts/oni``).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str | None = None,
+        mode: str = "logprob",
+        goal: str = "default",
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 60.0,
+        concurrency: int = 2,
+        threshold: float | None = None,
+        temperature: float = 0.1,
+        max_tokens: int = 256,
+        top_logprobs: int = 20,
+        batch_prompts: bool = False,
+        prompt_dir: str | None = None,
+    ):
+        self.mode = mode
+        self.goal = goal
+        self.template = load_prompt(mode, goal, prompt_dir)
+        self.model = model
+        self.api_key_env = api_key_env
+        self.timeout = float(timeout)
+        self.concurrency = max(1, int(concurrency))
+        self.threshold = threshold
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.top_logprobs = top_logprobs
+        self.batch_prompts = batch_prompts
+        self.errors: Counter[str] = Counter()
+        self._calibration: dict[str, float] = {}
+        self.requests = 0
+        self.answered = 0
+        self._client = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.base_url = None
+        if base_url:
+            self.connect(base_url)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """Cache namespace: the judging method (the model name is keyed separately)."""
+        return f"oni-judge:{self.mode}"
+
+    @property
+    def model_id(self) -> str:
+        """The model name used in cache keys."""
+        return self.model or "unknown"
+
+    def connect(self, base_url: str) -> None:
+        """Point the judge at an endpoint (e.g. one the annotation server started)."""
+        import openai
+
+        self.base_url = base_url.rstrip("/")
+        key = os.environ.get(self.api_key_env, "") or "sk-no-key-required"
+        # Retries are ours (the caller re-queues unanswered items), so that nothing is paid twice unknowingly.
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=0)
+        if self.model is None:
+            models = self._client.models.list().data
+            if not models:
+                raise RuntimeError(f"{self.base_url} serves no model: pass labelers.labeler.model=<name>")
+            self.model = models[0].id
+
+    # ------------------------------------------------------------------ requests
+    def _one_logprob(self, prompt: str) -> float:
+        resp = self._client.completions.create(
+            model=self.model, prompt=prompt, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs
+        )
+        top = resp.choices[0].logprobs.top_logprobs[0]
+        if not isinstance(top, dict) or not top:
+            raise ValueError("completion carries no top_logprobs (llama.cpp needs --logits_all true)")
+        return yes_no_margin({str(k): float(v) for k, v in top.items()})
+
+    def _many_logprob(self, prompts: list[str]) -> list[float]:
+        resp = self._client.completions.create(
+            model=self.model, prompt=prompts, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs
+        )
+        choices = sorted(resp.choices, key=lambda c: c.index)
+        if len(choices) != len(prompts):
+            raise ValueError(f"asked {len(prompts)} prompts, got {len(choices)} answers")
+        return [yes_no_margin({str(k): float(v) for k, v in c.logprobs.top_logprobs[0].items()}) for c in choices]
+
+    def _one_text(self, prompt: str) -> str:
+        resp = self._client.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "user", "content": prompt}],
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+        )
+        content = resp.choices[0].message.content
+        if not isinstance(content, str):
+            raise ValueError("chat completion without text content")
+        return content
+
+    def _guarded(self, fn, arg):
+        """Run one request; ``None`` (and an error count by kind) on any failure."""
+        with self._lock:
+            self.requests += 1
+        try:
+            out = fn(arg)
+        except Exception as e:  # noqa: BLE001 - every transport/parse failure means "retry later"
+            with self._lock:
+                self.errors[_error_kind(e)] += 1
+            return None
+        with self._lock:
+            self.answered += 1
+        return out
+
+    def _map(self, fn, args: list) -> list:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="llm-judge")
+        return list(self._pool.map(lambda a: self._guarded(fn, a), args))
+
+    # ------------------------------------------------------------------ labeling
+    def calibrate(self) -> float | None:
+        """Set the threshold to the mean yes/no margin on content-free inputs; ``None`` if that failed."""
+        if self._client is None:
+            raise RuntimeError("the judge has no endpoint: call connect(base_url) first")
+        missing = [c for c in CONTENT_FREE if c not in self._calibration]
+        for c, m in zip(missing, self._margins(missing), strict=True):
+            if m is not None:
+                self._calibration[c] = m  # kept across attempts: each content-free input is paid once
+        if len(self._calibration) < len(CONTENT_FREE):
+            return None
+        self.threshold = float(sum(self._calibration.values()) / len(self._calibration))
+        return self.threshold
+
+    def _margins(self, messages: list[str]) -> list[float | None]:
+        prompts = [self.template.replace("{message}", m) for m in messages]
+        if self.batch_prompts:
+            out = self._guarded(self._many_logprob, prompts)
+            return list(out) if out is not None else [None] * len(prompts)
+        return self._map(self._one_logprob, prompts)
+
+    def try_label(self, messages: Sequence[str]) -> list[Label | None]:
+        """Label what the endpoint answers; ``None`` marks items to retry later (nothing was learned).
+
+        Returns:
+            One entry per message: a :class:`Label` (1 progress, 0 not, -1 answer not parseable) or ``None``.
+        """
+        if self._client is None:
+            raise RuntimeError("the judge has no endpoint: call connect(base_url) first")
+        messages = list(messages)
+        source = f"llm:{self.model_id}"
+        if self.mode == "logprob":
+            if self.threshold is None and self.calibrate() is None:
+                return [None] * len(messages)
+            margins = self._margins(messages)
+            return [
+                None
+                if m is None
+                else Label(int(m > self.threshold), source=source, raw=f"margin={m:.4f} threshold={self.threshold:.4f}")
+                for m in margins
+            ]
+        answers = self._map(self._one_text, [self.template.replace("{message}", m) for m in messages])
+        return [None if a is None else Label(parse_label(a), source=source, raw=a) for a in answers]
+
+    def __call__(self, queries: Sequence[str]) -> list[Label]:
+        """Label messages; raises if the endpoint failed on any of them (use :meth:`try_label` to retry)."""
+        labels = self.try_label(queries)
+        failed = sum(label is None for label in labels)
+        if failed:
+            raise RuntimeError(f"{failed} of {len(labels)} requests to {self.base_url} failed: {dict(self.errors)}")
+        return labels  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Release the request threads and the HTTP client."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._client is not None:
+            self._client.close()
+
+
+def _error_kind(e: Exception) -> str:
+    """A short name for a failure: ``rate_limited``, ``server_error``, ``timeout``, ``connection``, ``malformed``."""
+    import openai
+
+    if isinstance(e, openai.RateLimitError):
+        return "rate_limited"
+    if isinstance(e, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(e, openai.APIConnectionError):
+        return "connection"
+    if isinstance(e, openai.InternalServerError):
+        return "server_error"
+    if isinstance(e, openai.APIStatusError):
+        return f"http_{e.status_code}"
+    return "malformed"
