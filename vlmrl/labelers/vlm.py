@@ -1,0 +1,377 @@
+"""RL-VLM-F preference labels from any OpenAI-compatible vision-language endpoint.
+
+Two-stage prompting (Wang et al. 2024): stage 1 shows the model two frames and the task goal and asks for an
+analysis of which is closer to the goal; stage 2 asks (text only) to turn that analysis into ``0`` (image 1),
+``1`` (image 2) or ``-1`` (unsure, dropped). Unlike the original's one-at-a-time loop, queries run in a
+bounded thread pool under a per-endpoint rate limit, retry with exponential backoff on 429 / 5xx / timeouts,
+and every answer is written to the :class:`~vlmrl.labelers.cache.LabelCache` before it is used, so neither a
+crash nor a re-run pays for a label twice. A spend budget (``max_queries``) stops labeling cleanly.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import openai
+import yaml
+from PIL import Image
+
+from vlmrl.labelers.base import Labeler
+from vlmrl.labelers.cache import LabelCache
+from vlmrl.types import FragmentPair, Label
+
+log = logging.getLogger(__name__)
+
+PROMPT_DIR = Path(__file__).resolve().parent.parent / "assets" / "prompts" / "rlvlmf"
+DEFAULT_CACHE = "~/.cache/vlmrl/labels.sqlite"
+RETRYABLE = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
+_LABEL_TOKEN = re.compile(r"(?<![\w.-])(-1|0|1)(?![\w]|\.\d)")
+
+
+def parse_preference(text: str | None) -> int | None:
+    """Stage-2 answer -> 0, 1 or -1; ``None`` when the text holds no single clear label.
+
+    Accepts a bare label ("1", " -1.", "`0`") or prose where exactly one distinct label appears.
+    """
+    if not text:
+        return None
+    bare = text.strip().strip("`'\"*. \n")
+    if bare in ("0", "1", "-1"):
+        return int(bare)
+    found = set(_LABEL_TOKEN.findall(text))
+    return int(found.pop()) if len(found) == 1 else None
+
+
+def encode_image(frame: np.ndarray, size: int | None = None) -> str:
+    """``uint8 (H, W, 3)`` -> ``data:image/png;base64,...`` URL, optionally resized to ``size`` pixels square."""
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
+    img = Image.fromarray(frame)
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def load_prompt(task: str, prompt_dir: str | Path | None = None) -> dict[str, str]:
+    """Read ``<prompt_dir>/<task>.yaml`` with keys ``goal``, ``stage1`` (uses ``{goal}``) and ``stage2``
+    (uses ``{goal}`` and ``{analysis}``)."""
+    folder = Path(prompt_dir) if prompt_dir else PROMPT_DIR
+    path = folder / f"{task}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        raise FileNotFoundError(
+            f"no RL-VLM-F prompt for task {task!r} at {path}: pick one of {known} or pass prompt_dir=<folder>"
+        )
+    prompt = yaml.safe_load(path.read_text())
+    missing = {"goal", "stage1", "stage2"} - set(prompt or {})
+    if missing:
+        raise ValueError(f"prompt file {path} lacks keys {sorted(missing)}")
+    return {k: str(prompt[k]) for k in ("goal", "stage1", "stage2")}
+
+
+class RateLimiter:
+    """Token bucket shared by every thread talking to one endpoint: ``rate`` requests/s, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: int = 1):
+        if rate <= 0:
+            raise ValueError(f"rate={rate}: requests per second must be > 0 (or None for no limit)")
+        self.rate, self.burst = float(rate), max(1, int(burst))
+        self._tokens, self._last = float(self.burst), time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """Block until a request may be sent."""
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                wait = (1.0 - self._tokens) / self.rate
+            time.sleep(wait)
+
+
+_LIMITERS: dict[tuple[str, float, int], RateLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def endpoint_limiter(base_url: str, rate: float, burst: int) -> RateLimiter:
+    """The process-wide limiter of one endpoint, so several labelers on it share the same budget."""
+    with _LIMITERS_LOCK:
+        key = (base_url, float(rate), int(burst))
+        if key not in _LIMITERS:
+            _LIMITERS[key] = RateLimiter(rate, burst)
+        return _LIMITERS[key]
+
+
+class VLMPreferenceLabeler(Labeler):
+    """Labels :class:`~vlmrl.types.FragmentPair` queries with a VLM (RL-VLM-F two-stage prompting).
+
+    Each fragment is shown by its last frame (RL-VLM-F compares single frames). Pairs whose two frames are
+    identical get -1 without a query.
+
+    Args:
+        model: vision-language model name for stage 1 (e.g. ``gpt-4o``).
+        task: prompt file ``assets/prompts/rlvlmf/<task>.yaml``.
+        base_url: endpoint root (``None``: the OpenAI API); e.g. ``http://127.0.0.1:8000/v1`` for vLLM.
+        api_key_env: name of the environment variable holding the key (never logged or stored). Local
+            endpoints (127.0.0.1 / localhost) work without it.
+        text_model: model for stage 2 (default: ``model``).
+        prompt_dir: folder with ``<task>.yaml`` prompt files (default: the packaged ones).
+        goal: overrides the prompt file's goal sentence.
+        cache_path: SQLite label cache shared across runs; ``None`` keeps it in memory.
+        cache: an open :class:`LabelCache` (overrides ``cache_path``).
+        max_workers: concurrent queries (1 = sequential, the original's way).
+        requests_per_second: per-endpoint rate limit (``None``: unlimited); ``burst`` requests may go at once.
+        max_retries: retries per request on 429 / 5xx / timeouts / connection errors.
+        backoff_base: first retry delay in seconds, doubled each retry (jittered, capped by ``backoff_max``);
+            a 429's ``Retry-After`` header is honoured up to ``backoff_max``.
+        timeout: per-request timeout in seconds.
+        max_queries: spend budget, in paid queries (pairs sent); afterwards every new pair gets -1 and
+            ``exhausted`` turns True. ``None``: no budget.
+        parse_retries: extra stage-2 attempts when its answer holds no label.
+        image_size: resize frames to this square size before sending (``None``: as rendered).
+        temperature: sampling temperature (0 as RL-VLM-F).
+        max_tokens: cap on each answer's length.
+        rng: jitters retry delays.
+        name: labeler name in logs and stats (default ``vlm:<model>``).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        task: str = "cloth_fold",
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        text_model: str | None = None,
+        prompt_dir: str | Path | None = None,
+        goal: str | None = None,
+        cache_path: str | Path | None = DEFAULT_CACHE,
+        cache: LabelCache | None = None,
+        max_workers: int = 8,
+        requests_per_second: float | None = None,
+        burst: int = 4,
+        max_retries: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        timeout: float = 60.0,
+        max_queries: int | None = None,
+        parse_retries: int = 1,
+        image_size: int | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        rng: np.random.Generator | None = None,
+        name: str | None = None,
+        **_: object,
+    ):
+        if max_workers < 1:
+            raise ValueError(f"max_workers={max_workers}: need at least 1")
+        if max_queries is not None and max_queries < 0:
+            raise ValueError(f"max_queries={max_queries}: spend budget must be >= 0 (or null for none)")
+        self.model, self.text_model = model, text_model or model
+        self.task = task
+        self.prompt = load_prompt(task, prompt_dir)
+        if goal:
+            self.prompt["goal"] = goal
+        self.base_url = base_url
+        host = urlparse(base_url).hostname if base_url else None
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            if host in ("127.0.0.1", "localhost", "::1"):
+                api_key = "local"
+            else:
+                raise ValueError(
+                    f"environment variable {api_key_env} is not set: export the endpoint's API key in it"
+                    " (or set api_key_env to the variable that holds it)"
+                )
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+        self._owns_cache = cache is None
+        if cache is None:
+            cache = LabelCache(None if cache_path is None else Path(cache_path).expanduser())
+        self.cache = cache
+        self.max_workers = int(max_workers)
+        self.limiter = (
+            endpoint_limiter(base_url or "openai", requests_per_second, burst) if requests_per_second else None
+        )
+        self.max_retries, self.backoff_base, self.backoff_max = int(max_retries), float(backoff_base), float(backoff_max)
+        self.max_queries, self.parse_retries = max_queries, int(parse_retries)
+        self.image_size, self.temperature, self.max_tokens = image_size, float(temperature), int(max_tokens)
+        self.rng = rng or np.random.default_rng()
+        self.name = name or f"vlm:{model}"
+        # The template identity in the cache key: both prompts, the goal, the stage-2 model and temperature.
+        self.template = json.dumps(
+            {**self.prompt, "text_model": self.text_model, "temperature": self.temperature, "size": image_size},
+            sort_keys=True,
+        )
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="vlm-labeler")
+
+    # ---- public --------------------------------------------------------------------------------------------
+    @property
+    def exhausted(self) -> bool:
+        """True once the spend budget is used up."""
+        return self.max_queries is not None and self.stats["queries"] >= self.max_queries
+
+    def query_key(self, pair: FragmentPair) -> str:
+        """Cache key of one pair (labeler, model, template hash, both frames' content hashes)."""
+        a, b = self._frames(pair)
+        return LabelCache.key("rlvlmf", self.model, self.template, [a, b])
+
+    def __call__(self, queries: Sequence[FragmentPair]) -> list[Label]:
+        """Label pairs: 0 = first closer to the goal, 1 = second, -1 = unsure / failed / over budget.
+
+        Args:
+            queries: pairs whose fragments carry ``frames`` (``uint8 (T, H, W, 3)``; the last frame is shown).
+
+        Returns:
+            One :class:`Label` per pair, in order; ``cached`` is True for answers served from the cache.
+        """
+        out: list[Label | None] = [None] * len(queries)
+        todo: dict[str, tuple[np.ndarray, np.ndarray, list[int]]] = {}
+        for i, pair in enumerate(queries):
+            a, b = self._frames(pair)
+            if a.shape == b.shape and np.array_equal(a, b):
+                out[i] = Label(-1, source=self.name, raw="identical images")
+                continue
+            key = LabelCache.key("rlvlmf", self.model, self.template, [a, b])
+            if key in todo:
+                todo[key][2].append(i)
+                continue
+            hit = self.cache.get(key)
+            if hit is not None:
+                with self._lock:
+                    self.stats["cache_hits"] += 1
+                out[i] = hit
+                continue
+            todo[key] = (a, b, [i])
+        futures = {}
+        for key, (a, b, idx) in todo.items():
+            if not self._reserve():
+                for i in idx:
+                    out[i] = Label(-1, source=self.name, raw="budget exhausted")
+                continue
+            futures[key] = self._pool.submit(self._label_one, key, a, b)
+        for key, fut in futures.items():
+            try:
+                label = fut.result()
+            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
+                raise RuntimeError(
+                    f"endpoint {self.base_url or 'openai'} refused model {self.model!r} ({type(e).__name__}):"
+                    " check the API key variable and the model name"
+                ) from e
+            except Exception as e:  # noqa: BLE001 - one failed query must not stop labeling
+                with self._lock:
+                    self.stats["errors"] += 1
+                log.warning("VLM query failed after retries (%s: %s); label dropped", type(e).__name__, e)
+                label = Label(-1, source=self.name, raw=f"error: {type(e).__name__}")
+            for i in todo[key][2]:
+                out[i] = label
+        return [lab for lab in out if lab is not None]
+
+    def close(self) -> None:
+        """Stop the worker threads and close the cache if this labeler opened it."""
+        self._pool.shutdown(wait=True)
+        if self._owns_cache:
+            self.cache.close()
+
+    # ---- internals -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _frames(pair: FragmentPair) -> tuple[np.ndarray, np.ndarray]:
+        frames = []
+        for frag in (pair.first, pair.second):
+            if frag.frames is None or len(frag.frames) == 0:
+                raise ValueError("fragment has no frames: the VLM labeler needs rendered frames uint8 (T, H, W, 3)")
+            frames.append(np.asarray(frag.frames[-1]))
+        return frames[0], frames[1]
+
+    def _reserve(self) -> bool:
+        with self._lock:
+            if self.max_queries is not None and self.stats["queries"] >= self.max_queries:
+                self.stats["over_budget"] += 1
+                return False
+            self.stats["queries"] += 1
+            return True
+
+    def _label_one(self, key: str, a: np.ndarray, b: np.ndarray) -> Label:
+        goal = self.prompt["goal"]
+        stage1 = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Image 1:"},
+                    {"type": "image_url", "image_url": {"url": encode_image(a, self.image_size)}},
+                    {"type": "text", "text": "Image 2:"},
+                    {"type": "image_url", "image_url": {"url": encode_image(b, self.image_size)}},
+                    {"type": "text", "text": self.prompt["stage1"].format(goal=goal)},
+                ],
+            }
+        ]
+        analysis = self._chat(self.model, stage1)
+        stage2 = [{"role": "user", "content": self.prompt["stage2"].format(goal=goal, analysis=analysis)}]
+        answer, value = "", None
+        for attempt in range(self.parse_retries + 1):
+            answer = self._chat(self.text_model, stage2)
+            value = parse_preference(answer)
+            if value is not None:
+                break
+            with self._lock:
+                self.stats["malformed"] += 1
+            log.info("stage-2 answer has no label (attempt %d): %r", attempt + 1, answer[:80])
+        label = Label(
+            -1 if value is None else value,
+            source=self.name,
+            raw=json.dumps({"analysis": analysis, "answer": answer}),
+        )
+        # Stored (committed) before anyone uses it: a crash after this point never pays again.
+        self.cache.put(key, label, meta={"model": self.model, "task": self.task})
+        with self._lock:
+            self.stats["labeled"] += 1
+        return label
+
+    def _chat(self, model: str, messages: list[dict]) -> str:
+        for attempt in range(self.max_retries + 1):
+            if self.limiter is not None:
+                self.limiter.acquire()
+            with self._lock:
+                self.stats["api_calls"] += 1
+            try:
+                resp = self.client.chat.completions.create(
+                    model=model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
+                )
+                return resp.choices[0].message.content or ""
+            except RETRYABLE as e:
+                if attempt == self.max_retries:
+                    raise
+                delay = min(self.backoff_max, self.backoff_base * 2**attempt)
+                with self._lock:
+                    self.stats["retries"] += 1
+                    self.stats[f"retry_{type(e).__name__}"] += 1
+                    delay *= 0.5 + self.rng.random()
+                retry_after = getattr(getattr(e, "response", None), "headers", {}).get("retry-after")
+                if retry_after:
+                    try:
+                        delay = min(self.backoff_max, max(delay, float(retry_after)))
+                    except ValueError:
+                        pass
+                log.debug("%s from %s; retry %d in %.2fs", type(e).__name__, model, attempt + 1, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
