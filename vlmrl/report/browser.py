@@ -42,10 +42,10 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def dump_dom(page: str | os.PathLike, budget_ms: int = 5000, timeout: float = 60.0) -> str:
-    """The page's DOM after ``budget_ms`` of virtual time (media loaded, scripts run)."""
+def dump_dom(page: str | os.PathLike, budget_ms: int = 5000, timeout: float = 60.0, width: int = 1280) -> str:
+    """The page's DOM after ``budget_ms`` of virtual time (media loaded, scripts run) in a ``width``-wide window."""
     url = Path(page).resolve().as_uri()
-    proc = _run([f"--virtual-time-budget={budget_ms}", "--dump-dom", url], timeout)
+    proc = _run([f"--virtual-time-budget={budget_ms}", f"--window-size={width},900", "--dump-dom", url], timeout)
     if proc.returncode != 0 or "<html" not in proc.stdout:
         raise RuntimeError(f"chromium --dump-dom failed (exit {proc.returncode}): {proc.stderr[-500:]}")
     return proc.stdout
@@ -55,11 +55,19 @@ def screenshot(
     page: str | os.PathLike,
     out: str | os.PathLike,
     width: int = 1280,
-    height: int = 2400,
+    height: int | None = None,
     budget_ms: int = 5000,
     timeout: float = 60.0,
+    max_height: int = 12000,
 ) -> Path:
-    """Save a PNG of the page's top ``width x height`` pixels (make it tall to see the whole report)."""
+    """Save a PNG of the page's top ``width x height`` pixels.
+
+    ``height=None`` takes the whole page: it reads the page height our pages publish in
+    ``<body data-page-height>`` (at most ``max_height``; 2400 for pages that do not publish it).
+    """
+    if height is None:
+        m = re.search(r'data-page-height="(\d+)"', dump_dom(page, budget_ms, timeout, width))
+        height = min(int(m[1]) + 16, max_height) if m else 2400
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)

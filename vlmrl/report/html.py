@@ -36,6 +36,7 @@ VIDEO_SCRIPT = """
   function count(){
     var n = 0; vids.forEach(function(v){ if (v.dataset.state === 'loaded') n++; });
     document.body.dataset.videosLoaded = String(n);
+    document.body.dataset.pageHeight = String(document.documentElement.scrollHeight);
   }
   vids.forEach(function(v){
     v.addEventListener('loadeddata', function(){ v.dataset.state = 'loaded'; count(); });

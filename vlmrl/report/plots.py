@@ -155,6 +155,7 @@ def extremes_png(
     model: np.ndarray,
     truth: np.ndarray,
     title: str = "",
+    where: Sequence[str] | None = None,
 ) -> bytes:
     """Highest- and lowest-scored observations side by side, each captioned with both rewards.
 
@@ -165,6 +166,7 @@ def extremes_png(
         model: model reward per transition.
         truth: ground-truth reward per transition.
         title: figure title.
+        where: optional per-transition provenance shown under each caption (e.g. "ep 1, t 7").
     """
     k = max(len(top), len(bottom), 1)
     is_text = isinstance(items[0], str)
@@ -183,7 +185,8 @@ def extremes_png(
                 ax.text(0.03, 0.95, _wrap(items[i], 24), va="top", ha="left", fontsize=7, transform=ax.transAxes)
             else:
                 ax.imshow(items[i])
-            ax.set_title(f"model {model[i]:.3f}\ntrue {truth[i]:.3f}", fontsize=8)
+            loc = f"\n{where[i]}" if where is not None else ""
+            ax.set_title(f"model {model[i]:.4g}\ntrue {truth[i]:.4g}{loc}", fontsize=8)
             if col == 0:
                 ax.set_ylabel(label, fontsize=9)
     if title:

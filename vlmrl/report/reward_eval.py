@@ -137,7 +137,8 @@ def evaluate_reward(
     numbers = reward_agreement(model, roll.env_rewards, roll.episode_ids)
     top, bottom = extreme_indices(model, top_k)
     png = plots.extremes_png(roll.inputs, top, bottom, model, roll.env_rewards,
-                             title=f"{title}: highest (top) and lowest (bottom) model reward".strip(": "))
+                             title=f"{title}: highest (top) and lowest (bottom) model reward".strip(": "),
+                             where=[f"episode {e}, step {t}" for e, t in zip(roll.episode_ids, roll.steps, strict=True)])
     (out / "extremes.png").write_bytes(png)
     result: dict[str, Any] = {
         **numbers,
