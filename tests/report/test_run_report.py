@@ -92,3 +92,18 @@ def test_read_metrics_counts_cut_lines(run_dir):
     records, bad = read_metrics(run_dir / "metrics.jsonl")
     assert len(records) == 8 and bad == 1
     assert records[-1]["step"] == 2048
+
+
+def test_annotation_server_stats_are_flattened_and_examples_listed(run_dir):
+    import json
+
+    (run_dir / "labels").mkdir()
+    (run_dir / "labels" / "stats.json").write_text(json.dumps({
+        "time": 1.8e9, "labels_known": 12, "server": {"cache_hit_rate": 0.4, "queue": 3},
+        "examples": {"You find a hidden passage.": 1, "It's a wall.": 0},
+    }))
+    text = write_report(run_dir).read_text()
+    section = text[text.index('<section id="labels">') :]
+    section = section[: section.index("</section>")]
+    assert "cache hit rate" in section and ">0.4<" in section and "server.queue" in section
+    assert "labels_known" in section and "You find a hidden passage." in section

@@ -237,18 +237,31 @@ def _label_section(stats: dict, records: list[dict]) -> str:
     for key in ("labels_spent", "labels_total", "budget", "cache_hits", "cache_misses"):
         if key in stats:
             rows.append((key.replace("_", " "), stats[key]))
-    hit_rate = stats.get("cache_hit_rate")
+    server = stats.get("server") if isinstance(stats.get("server"), dict) else {}
+    hit_rate = stats.get("cache_hit_rate", server.get("cache_hit_rate"))
     if hit_rate is None and isinstance(stats.get("cache_hits"), int | float):
         total = stats.get("cache_hits", 0) + stats.get("cache_misses", 0)
         hit_rate = stats["cache_hits"] / total if total else None
-    if hit_rate is not None:
+    if isinstance(hit_rate, int | float):
         rows.append(("cache hit rate", float(hit_rate)))
     if "cost_usd" in stats:
         rows.append(("cost (USD)", float(stats["cost_usd"])))
     known = {"labels_spent", "labels_total", "budget", "cache_hits", "cache_misses", "cache_hit_rate",
-             "cost_usd", "labelers"}
-    rows += [(k, v) for k, v in stats.items() if k not in known]
+             "cost_usd", "labelers", "examples"}
+    for k, v in stats.items():
+        if k in known:
+            continue
+        if k == "time" and isinstance(v, int | float) and v > 1e9:
+            rows.append(("written", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v))))
+        elif isinstance(v, dict):  # one level of nesting, e.g. the annotation server's own counters
+            rows += [(f"{k}.{k2}", v2) for k2, v2 in v.items() if not isinstance(v2, dict | list)]
+        else:
+            rows.append((k, v))
     parts.append(H.key_value_table(rows))
+    examples = stats.get("examples")
+    if isinstance(examples, dict) and examples:
+        parts.append("<details><summary>example labels</summary>"
+                     + H.table(["observation", "label"], list(examples.items())[:30]) + "</details>")
 
     labelers = stats.get("labelers") or {}
     if isinstance(labelers, list):
