@@ -97,7 +97,7 @@ def test_missing_input_key_names_the_fix():
             obs, r, term, trunc, _ = super().step(action)
             return obs, r, term, trunc, {}
 
-    with pytest.raises(KeyError, match="choose an env that emits it"):
+    with pytest.raises(ValueError, match="choose an env that emits it"):
         collect_rollouts(NoFrames, None, 1, 3, "frame", np.random.default_rng(0))
 
 

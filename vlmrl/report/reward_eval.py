@@ -76,7 +76,7 @@ def collect_rollouts(
                 action = env.action_space.sample() if policy is None else policy(obs)
                 obs, reward, terminated, truncated, info = env.step(action)
                 if input_key not in info:
-                    raise KeyError(
+                    raise ValueError(
                         f"the env's info has no {input_key!r} but the reward model reads it; choose an env that "
                         f"emits it (e.g. envs=humanoid for frames, envs=nethack for messages)"
                     )
