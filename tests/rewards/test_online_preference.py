@@ -1,0 +1,127 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from scipy.stats import spearmanr
+
+from vlmrl.labelers.stub_server import StubVLMServer, render_toy_cloth
+from vlmrl.labelers.teacher import SimulatedTeacher
+from vlmrl.labelers.vlm import VLMPreferenceLabeler
+from vlmrl.rewards.online_preference import OnlinePreferenceReward
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE = 40
+
+
+def toy_rollout(rng, n_steps=24, n_envs=2):
+    """A PPO-shaped rollout of toy cloth frames: the fold level random-walks; the env reward is the fold level."""
+    folds = np.clip(rng.uniform(0, 1, n_envs) + np.cumsum(rng.normal(0, 0.15, (n_steps, n_envs)), 0), 0, 1)
+    frames = [render_toy_cloth(folds[t, e], SIZE, rng) for t in range(n_steps) for e in range(n_envs)]
+    dones = np.zeros((n_steps, n_envs), bool)
+    dones[n_steps // 2] = True
+    return frames, folds.astype(np.float32), dones
+
+
+def held_out(seed=7, n=150):
+    rng = np.random.default_rng(seed)
+    folds = rng.uniform(0, 1, n)
+    return np.stack([render_toy_cloth(f, SIZE, rng) for f in folds]), folds
+
+
+def small_reward(labeler, tmp_path, **kw):
+    kw = {"ensemble_size": 3, "image_size": 32, "lr": 3e-3, "batch_size": 32, "label_every": 96,
+          "queries_per_update": 40, "max_labels": 200, "max_epochs": 15, **kw}
+    return OnlinePreferenceReward(labeler, run_dir=tmp_path, rng=np.random.default_rng(0), **kw)
+
+
+def test_teacher_loop_learns_the_ground_truth_ranking(tmp_path):
+    reward = small_reward(SimulatedTeacher(beta="inf"), tmp_path)
+    rng = np.random.default_rng(1)
+    step = 0
+    for _ in range(6):
+        frames, rewards, dones = toy_rollout(rng)
+        step += len(frames)
+        reward.observe_rollout(frames, rewards, dones, step)
+        assert reward.predict(np.stack(frames)).shape == (len(frames),)
+    # updates at steps 48, 144, 240 (every 96 steps, the first at the first rollout)
+    assert reward.updates == 3 and reward.counts["queries"] == 120
+    m = reward.metrics()
+    assert m["pref_label_acc"] == 1.0 and m["pref_labels"] == 120.0
+
+    frames, folds = held_out()
+    rho = spearmanr(reward.predict(frames), folds).statistic
+    assert rho >= 0.8, rho
+
+    stats = json.loads((tmp_path / "labels" / "stats.json").read_text())
+    assert stats["labelers"]["teacher"]["label_acc"] == 1.0
+    assert stats["labelers"]["teacher"]["queries"] == 120 and len(stats["history"]) == 3
+    with np.load(tmp_path / "labels" / "pairs.npz") as pairs:
+        assert pairs["first"].shape == (len(reward.targets), 1, 32, 32, 3)
+
+
+def test_budget_caps_queries_and_state_round_trips(tmp_path):
+    reward = small_reward(SimulatedTeacher(beta="inf"), tmp_path, max_labels=50, max_epochs=2)
+    rng = np.random.default_rng(2)
+    for k in range(3):
+        frames, rewards, dones = toy_rollout(rng)
+        reward.observe_rollout(frames, rewards, dones, (k + 1) * 96)
+    assert reward.counts["queries"] == 50 and reward.budget_left == 0
+    reward.save_state(tmp_path / "ckpt")
+
+    restored = small_reward(SimulatedTeacher(beta="inf"), tmp_path / "other", max_labels=50, seed=5)
+    restored.load_state(tmp_path / "ckpt")
+    probe = np.stack(toy_rollout(rng)[0][:8])
+    assert np.allclose(restored.predict(probe), reward.predict(probe))
+    assert restored.counts == reward.counts and restored.next_update == reward.next_update
+    assert len(restored.targets) == len(reward.targets)
+
+
+def test_noisy_teacher_accuracy_is_logged(tmp_path):
+    reward = small_reward(SimulatedTeacher(eps=0.3, rng=np.random.default_rng(0)), tmp_path, max_epochs=1,
+                          queries_per_update=200, max_labels=200)
+    frames, rewards, dones = toy_rollout(np.random.default_rng(3))
+    reward.observe_rollout(frames, rewards, dones, 48)
+    assert 0.6 < reward.label_accuracy() < 0.8  # 30 % mistakes
+
+
+def test_vlm_labeler_through_the_stub_endpoint(tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    with StubVLMServer() as server:
+        def factory(rng):
+            return VLMPreferenceLabeler(model="stub", base_url=server.base_url, cache_path=cache, rng=rng)
+
+        reward = small_reward(factory, tmp_path, queries_per_update=30, max_epochs=3)
+        frames, rewards, dones = toy_rollout(np.random.default_rng(4))
+        reward.observe_rollout(frames, rewards, dones, 48)
+        assert server.counts["stage1"] == reward.counts["queries"] - reward.labeler.stats["cache_hits"]
+        assert reward.counts["valid"] >= 20 and reward.label_accuracy() >= 0.9
+        reward.close()
+        stats = json.loads((tmp_path / "labels" / "stats.json").read_text())
+        assert stats["labelers"]["vlm:stub"]["endpoint"]["api_calls"] >= 2 * server.counts["stage1"]
+
+
+@pytest.mark.parametrize("name", ["teacher", "rlvlmf"])
+def test_group_configs_instantiate(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("VLMRL_LABEL_CACHE", str(tmp_path / "c.sqlite"))
+    cfg = OmegaConf.load(ROOT / "labelers" / f"{name}.yaml")
+    cfg.device = "cpu"
+    reward = instantiate(cfg, run_dir=tmp_path, rng=np.random.default_rng(0))
+    assert isinstance(reward, OnlinePreferenceReward) and reward.input_key == "frame"
+    assert (tmp_path / "labels").is_dir()
+    reward.close()
+    if name == "rlvlmf":
+        assert (tmp_path / "c.sqlite").exists() and reward.labeler.max_queries == 500
+
+
+def test_bad_configuration_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="use one of"):
+        OnlinePreferenceReward(SimulatedTeacher(), sampling="k-center")
+    with pytest.raises(ValueError, match="label_every"):
+        OnlinePreferenceReward(SimulatedTeacher(), label_every=0)
+    reward = OnlinePreferenceReward(SimulatedTeacher(), image_size=16)
+    with pytest.raises(ValueError, match="rollout of 4 steps"):
+        reward.observe_rollout([np.zeros((8, 8, 3), np.uint8)] * 3, np.zeros((4, 1)), np.zeros((4, 1)), 4)
