@@ -60,7 +60,8 @@ def yes_no_margin(top_logprobs: dict[str, float], yes: str = " yes", no: str = "
     """``log p(yes) - log p(no)`` from one position's top log-probs (case variants summed)."""
 
     def logp(word: str) -> float:
-        variants = {word, word.capitalize(), word.strip(), word.strip().capitalize()}
+        w = word.strip()
+        variants = {f"{pre}{v}" for pre in ("", " ") for v in (w, w.capitalize(), w.upper())}
         ps = [math.exp(v) for k, v in top_logprobs.items() if k in variants]
         return math.log(sum(ps)) if ps else MISSING_LOGPROB
 
