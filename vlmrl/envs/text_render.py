@@ -45,7 +45,7 @@ def draw_text_screen(
     width: int = 256,
     font_size: int = 11,
 ) -> np.ndarray:
-    """Render a screen of text as an image.
+    """Render a screen of text as an image (cached: the same screen is drawn once, returned read-only).
 
     Args:
         text: body text; its line breaks are kept, long lines are wrapped. Lines that do not fit are cut and
@@ -57,13 +57,35 @@ def draw_text_screen(
         font_size: glyph height in pixels.
 
     Returns:
-        ``uint8 (height, width, 3)`` frame.
+        ``uint8 (height, width, 3)`` frame, read-only (copy it before drawing on it).
 
     Example:
         >>> frame = draw_text_screen("Target: 3\\nCurrent: 1", title="NumberLine", height=64, width=128)
         >>> frame.shape, frame.dtype.name
         ((64, 128, 3), 'uint8')
     """
+    return _draw_cached(text, title, tuple(highlight), int(height), int(width), int(font_size))
+
+
+@lru_cache(maxsize=512)  # ~60 MB of 160x256 screens
+def _draw_cached(
+    text: str, title: str, highlight: tuple[str, ...], height: int, width: int, font_size: int
+) -> np.ndarray:
+    frame = _draw(text, title=title, highlight=highlight, height=height, width=width, font_size=font_size)
+    frame.flags.writeable = False
+    return frame
+
+
+def _draw(
+    text: str,
+    *,
+    title: str = "",
+    highlight: Sequence[str] = (),
+    height: int = 256,
+    width: int = 256,
+    font_size: int = 11,
+) -> np.ndarray:
+    """Draw one text screen (uncached); see :func:`draw_text_screen`."""
     if height < 16 or width < 16:
         raise ValueError(f"text screen of {height}x{width} is too small to read: use height, width >= 16")
     font = _font(font_size)
