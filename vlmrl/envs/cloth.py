@@ -1,0 +1,488 @@
+"""Deformable cloth on a table (MuJoCo flexcomp grid): fold it in half or spread it flat with a mocap gripper.
+
+The cloth is an ``n x n`` shell grid; vertex ``(i, j)`` has index ``i * n + j`` and starts at
+``x = -size/2 + i * spacing``, ``y = -size/2 + j * spacing`` (before the random shift and yaw of reset).
+Ground-truth metrics:
+
+- fold: mean 3-D distance between matched particle pairs (each vertex and its mirror image across the
+  fold line); 0 for a perfect fold, ``reward = -metric``.
+- spread: covered area, the fraction of the flat cloth's area that the cloth's projection on the table
+  covers (cells of a ``coverage_resolution`` lattice whose centres lie inside a projected triangle);
+  ``reward = metric``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium.wrappers import TimeLimit
+
+from vlmrl.envs.manipulation import ScriptedPolicy, TabletopEnv, _check_positive, load_template
+
+FOLDS = ("diagonal", "edge")
+
+
+def fold_pairs(n: int, fold: str = "diagonal") -> tuple[np.ndarray, np.ndarray]:
+    """Vertex index pairs ``(moving, fixed)`` matched by folding an ``n x n`` grid in half.
+
+    ``"diagonal"`` folds corner ``(0, n-1)`` onto corner ``(n-1, 0)`` (across the diagonal ``i = j``, which
+    runs parallel to the grid's triangle edges so no edge is crushed; vertex ``(i, j)``, ``j > i``, meets
+    ``(j, i)``); ``"edge"`` folds row ``i = 0`` onto row ``i = n - 1`` (vertex ``(i, j)`` meets
+    ``(n-1-i, j)``). Vertices on the fold line are left out.
+    """
+    if fold not in FOLDS:
+        raise ValueError(f"fold must be one of {FOLDS}, got {fold!r}")
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    i, j = i.ravel(), j.ravel()
+    if fold == "diagonal":
+        keep = j > i
+        mi, mj = j[keep], i[keep]
+    else:
+        keep = 2 * i < n - 1
+        mi, mj = n - 1 - i[keep], j[keep]
+    return (i[keep] * n + j[keep]).astype(np.int64), (mi * n + mj).astype(np.int64)
+
+
+def fold_distance(positions: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]) -> float:
+    """Mean distance (metres) between matched vertices: the folding metric (0 = perfectly folded)."""
+    moving, fixed = pairs
+    return float(np.linalg.norm(positions[moving] - positions[fixed], axis=1).mean())
+
+
+def grid_triangles(n: int) -> np.ndarray:
+    """Vertex indices ``(2 (n-1)^2, 3)`` of the two triangles of every grid cell."""
+    i, j = np.meshgrid(np.arange(n - 1), np.arange(n - 1), indexing="ij")
+    a, b, c, d = (i * n + j), (i * n + j + 1), ((i + 1) * n + j), ((i + 1) * n + j + 1)
+    tris = np.stack([np.stack([a, b, d], -1), np.stack([a, d, c], -1)], 0)
+    return tris.reshape(-1, 3)
+
+
+def covered_area(positions: np.ndarray, triangles: np.ndarray, resolution: float = 0.01) -> float:
+    """Area (m^2) of the table covered by the cloth's vertical projection.
+
+    Counts the cells of a lattice with spacing ``resolution`` (aligned at the origin) whose centres fall
+    inside at least one projected triangle; exact for shapes aligned with the lattice. Scanline
+    rasterisation: each lattice row crosses a triangle in one interval of cell centres.
+    """
+    xy = np.asarray(positions, dtype=np.float64)[:, :2] / resolution - 0.5  # cell centres at integers
+    lo = np.floor(xy.min(0)).astype(np.int64)
+    hi = np.ceil(xy.max(0)).astype(np.int64)
+    rows = np.arange(lo[1], hi[1] + 1, dtype=np.float64)  # centre rows that can be covered
+    tri = xy[triangles]  # (T, 3, 2)
+    p, q = tri, np.roll(tri, -1, axis=1)  # the three edges p -> q, (T, 3, 2)
+    py, qy = p[..., 1][:, None, :], q[..., 1][:, None, :]  # (T, 1, 3)
+    y = rows[None, :, None]  # (1, R, 1)
+    crosses = ((py <= y) & (y < qy)) | ((qy <= y) & (y < py)) | ((py == y) & (qy == y))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(qy != py, (y - py) / (qy - py), 0.0)
+    x = p[..., 0][:, None, :] + t * (q[..., 0] - p[..., 0])[:, None, :]
+    flat_edge = (py == y) & (qy == y)  # an edge lying on the row covers from p to q
+    x_lo = np.where(
+        crosses, np.where(flat_edge, np.minimum(p[..., 0], q[..., 0])[:, None, :], x), np.inf
+    ).min(-1)
+    x_hi = np.where(
+        crosses, np.where(flat_edge, np.maximum(p[..., 0], q[..., 0])[:, None, :], x), -np.inf
+    ).max(-1)
+    first = np.ceil(x_lo - 1e-9)  # (T, R) first and last covered column (absolute lattice index)
+    last = np.floor(x_hi + 1e-9)
+    ok = last >= first
+    n_cols = int(hi[0] - lo[0] + 2)
+    r_idx = np.broadcast_to(np.arange(len(rows)), ok.shape)[ok] * (n_cols + 1)
+    starts = r_idx + (first[ok] - lo[0]).astype(np.int64)
+    stops = r_idx + (last[ok] - lo[0] + 1).astype(np.int64)
+    size = len(rows) * (n_cols + 1)
+    marks = np.bincount(starts, minlength=size) - np.bincount(stops, minlength=size)  # interval starts/ends
+    covered = np.cumsum(marks.reshape(len(rows), n_cols + 1), axis=1) > 0
+    return float(covered.sum()) * resolution**2
+
+
+class ClothEnv(TabletopEnv):
+    """A square flexcomp cloth on the table and the mocap gripper; base of the fold and spread tasks.
+
+    Observation ``float32 (19,)``: gripper xyz, grasp state (0/1), the 4 corners' xyz (vertex order
+    ``(0,0), (0,n-1), (n-1,0), (n-1,n-1)``), the cloth centroid xyz. Closing the gripper grasps the nearest
+    cloth vertex within ``grasp_radius``.
+
+    Args:
+        n: vertices per side of the grid (>= 3; 9 keeps ~2.8k physics steps/s).
+        size: cloth side length (metres).
+        mass: total cloth mass (kg).
+        self_collision: let the cloth collide with itself (about half the speed; folds render as layers).
+        init_shift: largest random shift (metres) of the cloth centre at reset.
+        init_yaw: largest random rotation (radians) of the cloth at reset.
+        **kwargs: :class:`TabletopEnv` arguments (``width``, ``height``, ``camera``, ``frame_skip`` ...).
+    """
+
+    radius = 0.005
+    cloth_friction = 1.0
+
+    def __init__(
+        self,
+        n: int = 9,
+        size: float = 0.4,
+        mass: float = 0.1,
+        self_collision: bool = False,
+        init_shift: float = 0.03,
+        init_yaw: float = 0.2,
+        **kwargs: Any,
+    ):
+        if not isinstance(n, int) or n < 3:
+            raise ValueError(f"n (vertices per cloth side) must be an int >= 3, got {n!r}")
+        _check_positive(size=size, mass=mass)
+        if size > 0.6:
+            raise ValueError(f"size must be <= 0.6 m to fit the workspace, got {size}")
+        if init_shift < 0 or init_yaw < 0:
+            raise ValueError(f"init_shift and init_yaw must be >= 0, got {init_shift}, {init_yaw}")
+        self.n, self.size, self.mass = n, float(size), float(mass)
+        self.spacing = self.size / (n - 1)
+        self.self_collision = bool(self_collision)
+        self.init_shift, self.init_yaw = float(init_shift), float(init_yaw)
+        super().__init__(**kwargs)
+        bodies = [self.model.body(f"cloth_{k}") for k in range(n * n)]
+        self._vertex_bodies = np.array([b.id for b in bodies], dtype=np.int64)
+        self._vertex_qpos = np.array([self.model.jnt_qposadr[b.jntadr[0]] for b in bodies], dtype=np.int64)
+        self._vertex_dof = np.array([self.model.jnt_dofadr[b.jntadr[0]] for b in bodies], dtype=np.int64)
+        self._vertex_pos0 = np.array([b.pos for b in bodies], dtype=np.float64)
+        self.corner_indices = np.array([0, n - 1, (n - 1) * n, n * n - 1], dtype=np.int64)
+        self.triangles = grid_triangles(n)
+        i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        self.flat_positions = np.stack(
+            [
+                -self.size / 2 + i.ravel() * self.spacing,
+                -self.size / 2 + j.ravel() * self.spacing,
+                np.full(n * n, self.radius),
+            ],
+            axis=1,
+        )
+        self.reset_positions = self.flat_positions.copy()  # the flat pose drawn at the last reset
+
+    def _task_xml(self) -> dict[str, str]:
+        cloth = load_template(
+            "cloth/cloth.xml",
+            name="cloth",
+            n=self.n,
+            spacing=self.spacing,
+            height=self.radius,
+            radius=self.radius,
+            mass=self.mass,
+            selfcollide="auto" if self.self_collision else "none",
+            friction=self.cloth_friction,
+            damping=0.01,
+        )
+        return {
+            "task_assets": load_template("cloth/cloth_assets.xml"),
+            "task_bodies": cloth,
+            "task_extra": load_template("cloth/cloth_equality.xml", name="cloth"),
+        }
+
+    def _task_obs_dim(self) -> int:
+        return 15
+
+    @property
+    def cloth_positions(self) -> np.ndarray:
+        """World positions of all cloth vertices, ``(n*n, 3)`` metres."""
+        return self.data.xpos[self._vertex_bodies].copy()
+
+    def set_cloth_positions(self, positions: np.ndarray, settle_steps: int = 0) -> None:
+        """Place every vertex by hand (zero velocity), optionally let physics settle; for resets and tests."""
+        positions = np.asarray(positions, dtype=np.float64)
+        if positions.shape != (self.n * self.n, 3) or not np.all(np.isfinite(positions)):
+            raise ValueError(
+                f"positions must be finite with shape ({self.n * self.n}, 3), got {positions.shape}"
+            )
+        offsets = positions - self._vertex_pos0
+        for axis in range(3):
+            self.data.qpos[self._vertex_qpos + axis] = offsets[:, axis]
+            self.data.qvel[self._vertex_dof + axis] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+        for _ in range(settle_steps):
+            mujoco.mj_step(self.model, self.data)
+
+    def _grasp_candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._vertex_bodies, self.data.xpos[self._vertex_bodies]
+
+    def _task_obs(self) -> np.ndarray:
+        pos = self.data.xpos[self._vertex_bodies]
+        return np.concatenate([pos[self.corner_indices].ravel(), pos.mean(0)])
+
+    def _random_flat_pose(self, rng: np.random.Generator) -> np.ndarray:
+        yaw = rng.uniform(-self.init_yaw, self.init_yaw)
+        rot = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
+        shift = rng.uniform(-self.init_shift, self.init_shift, size=2)
+        pose = self.flat_positions.copy()
+        pose[:, :2] = pose[:, :2] @ rot.T + shift
+        return pose
+
+    def _reset_task(self, rng: np.random.Generator) -> None:
+        self.reset_positions = self._random_flat_pose(rng)
+        self.set_cloth_positions(self._initial_cloth(self.reset_positions, rng))
+        self._place_gripper(np.array([*rng.uniform(-0.15, 0.15, size=2), 0.1]))
+        for _ in range(self._settle_steps):
+            mujoco.mj_step(self.model, self.data)
+
+    _settle_steps = 0
+
+    def _initial_cloth(self, flat: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The cloth configuration at the start of an episode (flat by default)."""
+        return flat
+
+
+class ClothFoldEnv(ClothEnv):
+    """Fold the cloth in half (``fold="diagonal"`` or ``"edge"``), starting flat.
+
+    ``info["gt_metric"]`` is the mean matched-pair distance (metres, see :func:`fold_pairs`), the reward its
+    negative, success when it is below ``success_threshold``.
+
+    Args:
+        fold: ``"diagonal"`` (corner (0,n-1) onto corner (n-1,0)) or ``"edge"`` (row 0 onto row n-1).
+        success_threshold: matched-pair distance counted as folded (metres).
+        **kwargs: :class:`ClothEnv` arguments.
+    """
+
+    def __init__(self, fold: str = "diagonal", success_threshold: float = 0.05, **kwargs: Any):
+        if fold not in FOLDS:
+            raise ValueError(f"fold must be one of {FOLDS}, got {fold!r}")
+        _check_positive(success_threshold=success_threshold)
+        self.fold, self.success_threshold = fold, float(success_threshold)
+        super().__init__(**kwargs)
+        self.pairs = fold_pairs(self.n, fold)
+
+    def gt_metric(self) -> float:
+        """Mean distance between matched vertex pairs (metres)."""
+        return fold_distance(self.data.xpos[self._vertex_bodies], self.pairs)
+
+    def reward_from_metric(self, metric: float) -> float:
+        """Negative matched-pair distance."""
+        return -metric
+
+    def success_from_metric(self, metric: float) -> bool:
+        """Folded when the matched-pair distance is below the threshold."""
+        return metric < self.success_threshold
+
+
+class ClothSpreadEnv(ClothEnv):
+    """Spread a folded cloth flat: it starts with 1-2 random folds; the metric is the covered-area fraction.
+
+    ``info["gt_metric"]`` is the covered area divided by the flat cloth's area (about 1 when spread), the
+    reward equals it, success when it is at least ``success_threshold``.
+
+    Args:
+        success_threshold: covered fraction counted as spread.
+        coverage_resolution: lattice spacing (metres) of the coverage count.
+        max_folds: at most this many random folds at reset (at least one).
+        **kwargs: :class:`ClothEnv` arguments.
+    """
+
+    _settle_steps = 100
+
+    def __init__(
+        self,
+        success_threshold: float = 0.9,
+        coverage_resolution: float = 0.01,
+        max_folds: int = 1,
+        **kwargs: Any,
+    ):
+        if not 0 < success_threshold <= 1:
+            raise ValueError(f"success_threshold must be in (0, 1], got {success_threshold!r}")
+        _check_positive(coverage_resolution=coverage_resolution)
+        if not isinstance(max_folds, int) or max_folds < 1:
+            raise ValueError(f"max_folds must be an int >= 1, got {max_folds!r}")
+        self.success_threshold, self.coverage_resolution = (
+            float(success_threshold),
+            float(coverage_resolution),
+        )
+        self.max_folds = max_folds
+        super().__init__(**kwargs)
+
+    def _initial_cloth(self, flat: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Reflect a random part of the flat cloth across 1..max_folds random lines, stacking it on top."""
+        pos = flat.copy()
+        for layer in range(int(rng.integers(1, self.max_folds + 1))):
+            angle = rng.uniform(0, 2 * np.pi)
+            normal = np.array([np.cos(angle), np.sin(angle)])
+            proj = pos[:, :2] @ normal
+            offset = np.quantile(proj, rng.uniform(0.55, 0.75))  # fold over 25-45% of the vertices
+            side = proj > offset
+            pos[side, :2] -= 2 * (proj[side] - offset)[:, None] * normal
+            pos[side, 2] += 2 * self.radius * (layer + 1)
+        return pos
+
+    def gt_metric(self) -> float:
+        """Covered area as a fraction of the flat cloth's area."""
+        area = covered_area(self.data.xpos[self._vertex_bodies], self.triangles, self.coverage_resolution)
+        return area / self.size**2
+
+    def reward_from_metric(self, metric: float) -> float:
+        """The covered fraction itself."""
+        return metric
+
+    def success_from_metric(self, metric: float) -> bool:
+        """Spread when the covered fraction reaches the threshold."""
+        return metric >= self.success_threshold
+
+
+class _PickPlacePolicy(ScriptedPolicy):
+    """Runs pick-and-place moves of cloth vertices: hover, descend, grasp, lift, carry, lower, release."""
+
+    hover_height = 0.05
+    lift_height = 0.1
+    place_height = 0.02
+    tolerance = 0.008
+
+    def reset(self) -> None:
+        """Plan anew."""
+        self._phase, self._pick, self._hold = "plan", None, 0
+
+    def _next_pick(self) -> tuple[int, np.ndarray] | None:
+        """The vertex to move next and where to put it, or ``None`` when done."""
+        raise NotImplementedError
+
+    def _place_target(self) -> np.ndarray:
+        return self._target
+
+    def _expert_action(self) -> np.ndarray:
+        env = self.env
+        grip = env.gripper_pos
+        if self._phase == "plan":
+            nxt = self._next_pick()
+            if nxt is None:
+                return self._move_toward(np.array([grip[0], grip[1], self.hover_height]), -1.0)
+            self._pick, self._target = nxt
+            self._phase = "approach"
+        vertex = env.cloth_positions[self._pick]
+        if self._phase == "approach":
+            goal = np.array([vertex[0], vertex[1], self.hover_height])
+            if np.linalg.norm(goal[:2] - grip[:2]) < self.tolerance:
+                self._phase = "descend"
+            else:
+                return self._move_toward(goal, -1.0)
+        if self._phase == "descend":
+            goal = vertex.copy()
+            if np.linalg.norm(goal - grip) < self.tolerance:
+                self._phase = "lift"
+                return self._move_toward(grip, 1.0)  # close on the vertex
+            return self._move_toward(goal, -1.0)
+        target = self._place_target()
+        if self._phase == "lift":
+            if grip[2] >= self.lift_height - 0.005:
+                self._phase = "carry"
+            else:
+                return self._move_toward(np.array([grip[0], grip[1], self.lift_height]), 1.0)
+        if self._phase == "carry":
+            goal = np.array([target[0], target[1], self.lift_height])
+            if np.linalg.norm(goal[:2] - grip[:2]) < self.tolerance:
+                self._phase = "lower"
+            else:
+                return self._move_toward(goal, 1.0)
+        if self._phase == "lower":
+            goal = np.array([target[0], target[1], target[2] + self.place_height])
+            if np.linalg.norm(goal - grip) < self.tolerance:
+                self._phase = "release"
+            else:
+                return self._move_toward(goal, 1.0)
+        # release, then rise to hover height before the next move
+        if grip[2] >= self.hover_height - 0.005:
+            self._phase = "plan"
+        return self._move_toward(np.array([grip[0], grip[1], self.hover_height]), -1.0)
+
+
+class ScriptedFoldPolicy(_PickPlacePolicy):
+    """Expert for :class:`ClothFoldEnv`: carry each moving corner onto its matched corner.
+
+    Diagonal: corner (0,n-1) onto corner (n-1,0). Edge: corner (0,0) onto (n-1,0), then (0,n-1) onto
+    (n-1,n-1).
+
+    Args:
+        env: a :class:`ClothFoldEnv` (wrappers allowed).
+        noise: Gaussian action noise standard deviation.
+        rng: source of the noise.
+    """
+
+    def __init__(self, env: gym.Env, noise: float = 0.0, rng: np.random.Generator | None = None):
+        super().__init__(env, noise, rng)
+        if not isinstance(self.env, ClothFoldEnv):
+            raise TypeError(f"ScriptedFoldPolicy needs a ClothFoldEnv, got {type(self.env).__name__}")
+        n = self.env.n
+        if self.env.fold == "diagonal":
+            self._moves = [(n - 1, (n - 1) * n)]
+        else:
+            self._moves = [(0, (n - 1) * n), (n - 1, n * n - 1)]
+        self.reset()
+
+    def reset(self) -> None:
+        """Start from the first corner."""
+        super().reset()
+        self._done = 0
+
+    def _next_pick(self):
+        if self._done >= len(self._moves):
+            return None
+        pick, onto = self._moves[self._done]
+        self._done += 1
+        self._onto = onto
+        return pick, None
+
+    def _place_target(self) -> np.ndarray:
+        return self.env.cloth_positions[self._onto]  # follow the matched corner if the cloth slid
+
+
+class ScriptedSpreadPolicy(_PickPlacePolicy):
+    """Expert for :class:`ClothSpreadEnv`: move the boundary vertex farthest from its flat pose back to it.
+
+    Repeats until the cloth covers ``stop_coverage`` of its area or ``max_moves`` moves were made.
+
+    Args:
+        env: a :class:`ClothSpreadEnv` (wrappers allowed).
+        noise: Gaussian action noise standard deviation.
+        rng: source of the noise.
+        max_moves: pick-and-place moves per episode.
+    """
+
+    place_height = 0.01
+
+    def __init__(
+        self, env: gym.Env, noise: float = 0.0, rng: np.random.Generator | None = None, max_moves: int = 5
+    ):
+        super().__init__(env, noise, rng)
+        if not isinstance(self.env, ClothSpreadEnv):
+            raise TypeError(f"ScriptedSpreadPolicy needs a ClothSpreadEnv, got {type(self.env).__name__}")
+        n = self.env.n
+        i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        self._boundary = np.flatnonzero(((i == 0) | (j == 0) | (i == n - 1) | (j == n - 1)).ravel())
+        self.max_moves = max_moves
+        self.reset()
+
+    def reset(self) -> None:
+        """Start counting moves again."""
+        super().reset()
+        self._moves = 0
+
+    def _next_pick(self):
+        env = self.env
+        if self._moves >= self.max_moves or env.gt_metric() >= env.success_threshold + 0.04:
+            return None
+        error = np.linalg.norm(
+            env.cloth_positions[self._boundary, :2] - env.reset_positions[self._boundary, :2], axis=1
+        )
+        k = self._boundary[int(np.argmax(error))]
+        self._moves += 1
+        return int(k), env.reset_positions[k]
+
+
+def _time_limited(env: gym.Env, max_episode_steps: int) -> gym.Env:
+    if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be an int >= 1, got {max_episode_steps!r}")
+    return TimeLimit(env, max_episode_steps=max_episode_steps)
+
+
+def make_cloth_fold(max_episode_steps: int = 60, **kwargs: Any) -> gym.Env:
+    """Build :class:`ClothFoldEnv` in a ``TimeLimit`` (used by ``envs/cloth_fold.yaml``)."""
+    return _time_limited(ClothFoldEnv(**kwargs), max_episode_steps)
+
+
+def make_cloth_spread(max_episode_steps: int = 100, **kwargs: Any) -> gym.Env:
+    """Build :class:`ClothSpreadEnv` in a ``TimeLimit`` (used by ``envs/cloth_spread.yaml``)."""
+    return _time_limited(ClothSpreadEnv(**kwargs), max_episode_steps)
