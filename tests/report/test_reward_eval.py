@@ -67,7 +67,7 @@ def test_perfect_reward_scores_one_and_writes_every_output(tmp_path):
     assert saved["spearman"] == pytest.approx(res["spearman"])
     scores = np.load(tmp_path / "scores.npz")
     # The highest-scored steps are the ones with the highest ground truth, and the JSON says so.
-    assert [t["env_reward"] for t in res["top"]] == sorted(scores["env_reward"])[::-1][:4]
+    assert [t["env_reward"] for t in res["top"]] == sorted(scores["ground_truth"])[::-1][:4]
     img = Image.open(tmp_path / "extremes.png")
     assert img.width > 4 * 100 and img.height > 200
     page = (tmp_path / "reward_eval.html").read_text()
@@ -105,3 +105,18 @@ def test_same_seed_same_rollouts():
     a = collect_rollouts(BrightnessWalk, None, 2, 5, "frame", np.random.default_rng(7))
     b = collect_rollouts(BrightnessWalk, None, 2, 5, "frame", np.random.default_rng(7))
     np.testing.assert_array_equal(a.env_rewards, b.env_rewards)
+
+
+def test_ground_truth_from_another_info_key(tmp_path):
+    class WithMetric(BrightnessWalk):
+        def step(self, action):
+            obs, r, term, trunc, info = super().step(action)
+            info["task_metric"] = -abs(self.x)  # closeness to the start: brightness no longer ranks it
+            return obs, r, term, trunc, info
+
+    res = evaluate_reward(WithMetric, Brightness(), tmp_path, np.random.default_rng(0), episodes=2, max_steps=15,
+                          truth_key="task_metric")
+    assert res["truth_key"] == "task_metric" and abs(res["spearman"]) < 0.9
+    assert np.all(np.load(tmp_path / "scores.npz")["ground_truth"] <= 0)
+    with pytest.raises(ValueError, match="no ground truth .nope.*one of: env_reward, message"):
+        collect_rollouts(BrightnessWalk, None, 1, 2, "frame", np.random.default_rng(0), truth_key="nope")

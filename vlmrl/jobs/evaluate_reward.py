@@ -71,7 +71,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
                 raise FileNotFoundError(f"reward_state={state} is not a folder; pass checkpoints/step_<N>/")
         result = evaluate_reward(env_fn, reward, out, rng, policy=policy, episodes=int(cfg.episodes),
                                  max_steps=int(cfg.max_steps), top_k=int(cfg.top_k),
-                                 batch_size=int(cfg.batch_size), title=str(cfg.name), setup=_setup(cfg, ckpt))
+                                 batch_size=int(cfg.batch_size), title=str(cfg.name), setup=_setup(cfg, ckpt),
+                                 truth_key=str(cfg.get("truth_key", "env_reward")))
     finally:
         if hasattr(reward, "close"):
             reward.close()

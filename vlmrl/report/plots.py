@@ -191,7 +191,7 @@ def extremes_png(
                 ax.set_ylabel(label, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=2.0)
     return figure_to_png(fig)
 
 

@@ -53,6 +53,7 @@ def collect_rollouts(
     max_steps: int,
     input_key: str,
     rng: np.random.Generator,
+    truth_key: str = "env_reward",
 ) -> Rollouts:
     """Run ``episodes`` episodes (at most ``max_steps`` steps each) and keep what the reward model reads.
 
@@ -63,6 +64,8 @@ def collect_rollouts(
         max_steps: cap on steps per episode (the env's own time limit may end it first).
         input_key: what the reward model reads from ``info`` (``"frame"`` or ``"message"``).
         rng: seeds the env resets and the random actions.
+        truth_key: the ``info`` entry holding the ground truth; ``"env_reward"`` falls back to the reward
+            ``step`` returns. Use a task metric here when the env publishes one.
     """
     if episodes < 1 or max_steps < 1:
         raise ValueError(f"need episodes >= 1 and max_steps >= 1, got episodes={episodes} max_steps={max_steps}")
@@ -81,7 +84,13 @@ def collect_rollouts(
                         f"emits it (e.g. envs=humanoid for frames, envs=nethack for messages)"
                     )
                 inputs.append(info[input_key])
-                rewards.append(float(info.get("env_reward", reward)))
+                if truth_key == "env_reward":
+                    rewards.append(float(info.get("env_reward", reward)))
+                elif truth_key in info:
+                    rewards.append(float(info[truth_key]))
+                else:
+                    raise ValueError(f"the env's info has no ground truth {truth_key!r}; pass truth_key=env_reward "
+                                     f"or one of: {', '.join(sorted(k for k in info if k != input_key))}")
                 ep_ids.append(ep)
                 steps.append(t)
                 if terminated or truncated:
@@ -117,6 +126,7 @@ def evaluate_reward(
     batch_size: int = 256,
     title: str = "",
     setup: dict | None = None,
+    truth_key: str = "env_reward",
 ) -> dict[str, Any]:
     """Roll out, score, compare with the ground truth and write the outputs into ``out``.
 
@@ -128,11 +138,11 @@ def evaluate_reward(
     out.mkdir(parents=True, exist_ok=True)
     key = getattr(reward, "input_key", "frame")
     t0 = time.perf_counter()
-    roll = collect_rollouts(env_fn, policy, episodes, max_steps, key, rng)
+    roll = collect_rollouts(env_fn, policy, episodes, max_steps, key, rng, truth_key)
     t1 = time.perf_counter()
     model = score(reward, roll.inputs, batch_size)
     t2 = time.perf_counter()
-    np.savez_compressed(out / "scores.npz", model_reward=model, env_reward=roll.env_rewards,
+    np.savez_compressed(out / "scores.npz", model_reward=model, ground_truth=roll.env_rewards,
                         episode=roll.episode_ids, step=roll.steps)
     numbers = reward_agreement(model, roll.env_rewards, roll.episode_ids)
     top, bottom = extreme_indices(model, top_k)
@@ -150,6 +160,7 @@ def evaluate_reward(
         "scoring_seconds": round(t2 - t1, 3),
         "inputs_per_second": round(len(model) / max(t2 - t1, 1e-9), 1),
         "input_key": key,
+        "truth_key": truth_key,
         "reward": type(reward).__name__,
         "policy": "random" if policy is None else "checkpoint",
         "setup": setup or {},

@@ -170,10 +170,10 @@ def reward_agreement(
         (does the model rank whole behaviours like the ground truth does?).
     """
     a, b = _check_pair(model, truth)
-    out: dict[str, float] = {"transitions": float(a.size), **rank_correlations(a, b), "epic": epic_distance(a, b)}
+    out: dict[str, float] = {"transitions": int(a.size), **rank_correlations(a, b), "epic": epic_distance(a, b)}
     if episode_ids is not None:
         ra, rb = episode_returns(a, episode_ids), episode_returns(b, episode_ids)
-        out["episodes"] = float(ra.size)
+        out["episodes"] = int(ra.size)
         if ra.size >= 3:
             ep = rank_correlations(ra, rb)
             out["episode_spearman"] = ep["spearman"]
