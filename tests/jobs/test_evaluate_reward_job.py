@@ -11,8 +11,19 @@ pytest.importorskip("open_clip")
 
 def test_evaluate_reward_job_on_humanoid_with_tiny_clip(tmp_path, capsys):
     out = tmp_path / "eval"
-    code = cli.main(["evaluate-reward", "experiments=humanoid_kneel", "labelers.model=vlmrl-tiny",
-                     "envs.width=64", "envs.height=64", "episodes=2", "max_steps=12", "top_k=3", f"out={out}"])
+    code = cli.main(
+        [
+            "evaluate-reward",
+            "experiments=humanoid_kneel",
+            "labelers.model=vlmrl-tiny",
+            "envs.width=64",
+            "envs.height=64",
+            "episodes=2",
+            "max_steps=12",
+            "top_k=3",
+            f"out={out}",
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((out / "reward_eval.json").read_text())
@@ -27,7 +38,16 @@ def test_evaluate_reward_job_on_humanoid_with_tiny_clip(tmp_path, capsys):
 
 
 def test_evaluate_reward_without_a_reward_model_names_the_fix(tmp_path, capsys):
-    code = cli.main(["evaluate-reward", "labelers=none", "envs.width=64", "envs.height=64", "episodes=1",
-                     "max_steps=2", f"out={tmp_path}"])
+    code = cli.main(
+        [
+            "evaluate-reward",
+            "labelers=none",
+            "envs.width=64",
+            "envs.height=64",
+            "episodes=1",
+            "max_steps=2",
+            f"out={tmp_path}",
+        ]
+    )
     assert code != 0
     assert "labelers=clip" in capsys.readouterr().err

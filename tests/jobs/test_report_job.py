@@ -12,8 +12,18 @@ def _run_folder(root):
     run = root / "runs" / "demo" / "20261130-000000"
     (run / "videos").mkdir(parents=True)
     (run / "config.yaml").write_text("name: demo\nseed: 0\n")
-    recs = [{"step": 128 * (i + 1), "time": float(i), "env_reward_mean": 0.1 * i, "model_reward_mean": 0.3 - 0.01 * i,
-             "ep_env_return_mean": 10.0 * i, "ep_model_return_mean": 30.0 - i, "episodes": 1} for i in range(4)]
+    recs = [
+        {
+            "step": 128 * (i + 1),
+            "time": float(i),
+            "env_reward_mean": 0.1 * i,
+            "model_reward_mean": 0.3 - 0.01 * i,
+            "ep_env_return_mean": 10.0 * i,
+            "ep_model_return_mean": 30.0 - i,
+            "episodes": 1,
+        }
+        for i in range(4)
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     frames = np.zeros((6, 32, 32, 3), np.uint8)
     frames[:, 8:24, 8:24] = 200

@@ -21,8 +21,13 @@ def tiny_video(path: Path, color, frames: int = 12, size: int = 64) -> None:
     iio.mimwrite(path, video, fps=10, macro_block_size=16)
 
 
-def make_run(root: Path, name: str = "humanoid_kneel", stamp: str = "20261130-010000", preference: bool = False,
-             anti: bool = False) -> Path:
+def make_run(
+    root: Path,
+    name: str = "humanoid_kneel",
+    stamp: str = "20261130-010000",
+    preference: bool = False,
+    anti: bool = False,
+) -> Path:
     run = root / name / stamp
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(
@@ -35,10 +40,14 @@ def make_run(root: Path, name: str = "humanoid_kneel", stamp: str = "20261130-01
     lines = []
     for i, step in enumerate(STEPS):
         rec = {
-            "step": step, "time": 10.0 * (i + 1),
-            "env_reward_mean": 0.5 + 0.1 * i, "model_reward_mean": 0.2 + (-0.01 if anti else 0.01) * i,
-            "ep_env_return_mean": 50.0 + 10 * i, "ep_model_return_mean": 20.0 + (-1 if anti else 1) * i,
-            "episodes": 2, "clip_ms_per_frame": 1.5 + 0.01 * i,
+            "step": step,
+            "time": 10.0 * (i + 1),
+            "env_reward_mean": 0.5 + 0.1 * i,
+            "model_reward_mean": 0.2 + (-0.01 if anti else 0.01) * i,
+            "ep_env_return_mean": 50.0 + 10 * i,
+            "ep_model_return_mean": 20.0 + (-1 if anti else 1) * i,
+            "episodes": 2,
+            "clip_ms_per_frame": 1.5 + 0.01 * i,
         }
         if preference:
             rec.update({"labels_total": 10 * (i + 1), "label_accuracy": 0.6 + 0.03 * i})
@@ -51,9 +60,15 @@ def make_run(root: Path, name: str = "humanoid_kneel", stamp: str = "20261130-01
     (run / "result.json").write_text(json.dumps({"total_timesteps": 2048, "final_ep_env_return_mean": 120.0}))
     if preference:
         stats = {
-            "labels_spent": 30, "labels_total": 40, "cache_hits": 10, "cache_misses": 30, "cost_usd": 0.12,
-            "labelers": {"vlm:gpt-4o": {"labels": 20, "valid": 20, "correct": 17},
-                         "teacher": {"labels": 20, "valid": 18, "correct": 18, "accuracy": 1.0}},
+            "labels_spent": 30,
+            "labels_total": 40,
+            "cache_hits": 10,
+            "cache_misses": 30,
+            "cost_usd": 0.12,
+            "labelers": {
+                "vlm:gpt-4o": {"labels": 20, "valid": 20, "correct": 17},
+                "teacher": {"labels": 20, "valid": 18, "correct": 18, "accuracy": 1.0},
+            },
         }
         (run / "labels").mkdir()
         (run / "labels" / "stats.json").write_text(json.dumps(stats))

@@ -1,5 +1,4 @@
-"""Open the report in headless Chromium: every video decodes, the plots render, the screenshot is not blank."""
-
+"""The report in headless Chromium: every video decodes, the plots render, the screenshot is not blank."""
 
 import numpy as np
 import pytest

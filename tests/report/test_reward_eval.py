@@ -12,7 +12,7 @@ from vlmrl.rewards.base import RewardModel
 
 
 class BrightnessWalk(gym.Env):
-    """A 1-D random walk drawn as a grey frame: brightness encodes the position, the reward is the position."""
+    """A 1-D random walk drawn as a grey frame: brightness encodes the position, which is the reward."""
 
     def __init__(self, episode_length: int = 15):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
@@ -54,8 +54,16 @@ class MessageNumber(RewardModel):
 
 
 def test_perfect_reward_scores_one_and_writes_every_output(tmp_path):
-    res = evaluate_reward(BrightnessWalk, Brightness(), tmp_path, np.random.default_rng(0), episodes=3,
-                          max_steps=50, top_k=4, title="toy")
+    res = evaluate_reward(
+        BrightnessWalk,
+        Brightness(),
+        tmp_path,
+        np.random.default_rng(0),
+        episodes=3,
+        max_steps=50,
+        top_k=4,
+        title="toy",
+    )
     assert res["transitions"] == 45 and res["episodes"] == 3  # the env's time limit (15) ends episodes first
     # Brightness = 128 + 20 x is an increasing map of x except where uint8 rounding ties steps.
     assert res["spearman"] > 0.99 and res["kendall"] > 0.97
@@ -76,15 +84,24 @@ def test_perfect_reward_scores_one_and_writes_every_output(tmp_path):
 
 
 def test_inverted_reward_is_maximally_far(tmp_path):
-    res = evaluate_reward(BrightnessWalk, Brightness(-1.0), tmp_path, np.random.default_rng(1), episodes=2,
-                          max_steps=10)
+    res = evaluate_reward(
+        BrightnessWalk, Brightness(-1.0), tmp_path, np.random.default_rng(1), episodes=2, max_steps=10
+    )
     assert res["spearman"] < -0.99 and res["epic"] > 0.99
     assert "disagreement" in (tmp_path / "reward_eval.html").read_text()
 
 
 def test_text_reward_and_policy(tmp_path):
-    res = evaluate_reward(BrightnessWalk, MessageNumber(), tmp_path, np.random.default_rng(2), episodes=2,
-                          max_steps=8, policy=lambda obs: np.array([0.5], np.float32), top_k=2)
+    res = evaluate_reward(
+        BrightnessWalk,
+        MessageNumber(),
+        tmp_path,
+        np.random.default_rng(2),
+        episodes=2,
+        max_steps=8,
+        policy=lambda obs: np.array([0.5], np.float32),
+        top_k=2,
+    )
     # Always stepping +0.5: positions 0.5 ... 4.0, read back exactly from the messages.
     assert res["spearman"] == pytest.approx(1.0) and res["epic"] == pytest.approx(0.0, abs=1e-6)
     assert res["top"][0]["env_reward"] == pytest.approx(4.0) and res["policy"] == "checkpoint"
@@ -114,8 +131,15 @@ def test_ground_truth_from_another_info_key(tmp_path):
             info["task_metric"] = -abs(self.x)  # closeness to the start: brightness no longer ranks it
             return obs, r, term, trunc, info
 
-    res = evaluate_reward(WithMetric, Brightness(), tmp_path, np.random.default_rng(0), episodes=2, max_steps=15,
-                          truth_key="task_metric")
+    res = evaluate_reward(
+        WithMetric,
+        Brightness(),
+        tmp_path,
+        np.random.default_rng(0),
+        episodes=2,
+        max_steps=15,
+        truth_key="task_metric",
+    )
     assert res["truth_key"] == "task_metric" and abs(res["spearman"]) < 0.9
     assert np.all(np.load(tmp_path / "scores.npz")["ground_truth"] <= 0)
     with pytest.raises(ValueError, match="no ground truth .nope.*one of: env_reward, message"):

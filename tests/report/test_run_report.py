@@ -46,7 +46,9 @@ def test_preference_run_shows_labels_accuracy_cache_and_cost(preference_run_dir)
     assert ">0.12<" in section  # cost
     assert ">0.85<" in section  # vlm accuracy = 17 correct of 20 valid
     assert "Label accuracy vs ground-truth preferences" not in section or "<svg" in section
-    assert section.count("<svg") >= 2  # accuracy bars + labelling over training (label_accuracy, labels_total)
+    assert (
+        section.count("<svg") >= 2
+    )  # accuracy bars + labelling over training (label_accuracy, labels_total)
 
 
 def test_large_videos_are_linked_relative_and_survive_copying_the_folder(run_dir, tmp_path):
@@ -98,10 +100,16 @@ def test_annotation_server_stats_are_flattened_and_examples_listed(run_dir):
     import json
 
     (run_dir / "labels").mkdir()
-    (run_dir / "labels" / "stats.json").write_text(json.dumps({
-        "time": 1.8e9, "labels_known": 12, "server": {"cache_hit_rate": 0.4, "queue": 3},
-        "examples": {"You find a hidden passage.": 1, "It's a wall.": 0},
-    }))
+    (run_dir / "labels" / "stats.json").write_text(
+        json.dumps(
+            {
+                "time": 1.8e9,
+                "labels_known": 12,
+                "server": {"cache_hit_rate": 0.4, "queue": 3},
+                "examples": {"You find a hidden passage.": 1, "It's a wall.": 0},
+            }
+        )
+    )
     text = write_report(run_dir).read_text()
     section = text[text.index('<section id="labels">') :]
     section = section[: section.index("</section>")]

@@ -18,7 +18,7 @@ CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-st
 
 
 def find_chromium() -> str | None:
-    """Path of a Chromium binary: ``$VLMRL_CHROMIUM``, then the usual names on ``PATH``; ``None`` if absent."""
+    """Path of Chromium: ``$VLMRL_CHROMIUM``, then the usual names on ``PATH``; ``None`` if absent."""
     env = os.environ.get("VLMRL_CHROMIUM")
     if env:
         return env if Path(env).exists() else None
@@ -32,20 +32,33 @@ def find_chromium() -> str | None:
 def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     binary = find_chromium()
     if binary is None:
-        raise FileNotFoundError("no Chromium found; install it (apt-get install -y chromium) or set VLMRL_CHROMIUM")
+        raise FileNotFoundError(
+            "no Chromium found; install it (apt-get install -y chromium) or set VLMRL_CHROMIUM"
+        )
     with tempfile.TemporaryDirectory(prefix="vlmrl-chromium-") as profile:
         cmd = [
-            binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-extensions", "--mute-audio", f"--user-data-dir={profile}", *args,
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--mute-audio",
+            f"--user-data-dir={profile}",
+            *args,
         ]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def dump_dom(page: str | os.PathLike, budget_ms: int = 5000, timeout: float = 60.0, width: int = 1280) -> str:
-    """The page's DOM after ``budget_ms`` of virtual time (media loaded, scripts run) in a ``width``-wide window."""
+    """The DOM after ``budget_ms`` of virtual time (media loaded, scripts run) in a ``width``-wide window."""
     url = Path(page).resolve().as_uri()
-    proc = _run([f"--virtual-time-budget={budget_ms}", f"--window-size={width},900", "--dump-dom", url], timeout)
+    proc = _run(
+        [f"--virtual-time-budget={budget_ms}", f"--window-size={width},900", "--dump-dom", url], timeout
+    )
     if proc.returncode != 0 or "<html" not in proc.stdout:
         raise RuntimeError(f"chromium --dump-dom failed (exit {proc.returncode}): {proc.stderr[-500:]}")
     return proc.stdout
@@ -72,15 +85,23 @@ def screenshot(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     url = Path(page).resolve().as_uri()
-    proc = _run([f"--virtual-time-budget={budget_ms}", f"--window-size={width},{height}", "--hide-scrollbars",
-                 f"--screenshot={out}", url], timeout)
+    proc = _run(
+        [
+            f"--virtual-time-budget={budget_ms}",
+            f"--window-size={width},{height}",
+            "--hide-scrollbars",
+            f"--screenshot={out}",
+            url,
+        ],
+        timeout,
+    )
     if not out.exists():
         raise RuntimeError(f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-500:]}")
     return out
 
 
 def video_states(dom: str) -> list[str]:
-    """The ``data-state`` of every ``<video>`` in a dumped DOM (``loaded``, ``pending`` or ``error:<code>``)."""
+    """The ``data-state`` of every ``<video>`` in a dumped DOM: ``loaded``, ``pending``, ``error:<code>``."""
     return [
         (re.search(r'data-state="([^"]*)"', tag) or [None, "missing"])[1]
         for tag in re.findall(r"<video\b[^>]*>", dom)

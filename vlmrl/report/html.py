@@ -19,10 +19,12 @@ from pathlib import Path
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1180px;
  padding:18px 28px;color:#222;background:#fff;line-height:1.4}
-h1{font-size:1.6em;margin:.2em 0}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:1.6em}
+h1{font-size:1.6em;margin:.2em 0}
+h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:1.6em}
 .meta{color:#666;font-size:.9em}.caption{color:#555;font-size:.88em;margin:.3em 0 1em}
-table{border-collapse:collapse;font-size:.9em;margin:.4em 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;
- vertical-align:top}th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+table{border-collapse:collapse;font-size:.9em;margin:.4em 0}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}th{background:#f4f4f4}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
 .plot svg{max-width:100%;height:auto}.videos{display:flex;flex-wrap:wrap;gap:14px}
 figure{margin:0}figure video{width:360px;max-width:100%;background:#000;display:block}
 figcaption{font-size:.85em;color:#444}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:.8em;max-height:480px}
@@ -40,7 +42,9 @@ VIDEO_SCRIPT = """
   }
   vids.forEach(function(v){
     v.addEventListener('loadeddata', function(){ v.dataset.state = 'loaded'; count(); });
-    v.addEventListener('error', function(){ v.dataset.state = 'error:' + (v.error ? v.error.code : '?'); count(); }, true);
+    v.addEventListener('error', function(){
+      v.dataset.state = 'error:' + (v.error ? v.error.code : '?'); count();
+    }, true);
     if (v.readyState >= 2) { v.dataset.state = 'loaded'; }
   });
   document.body.dataset.plots = String(document.querySelectorAll('.plot svg, .plot img').length);
@@ -70,8 +74,8 @@ def fmt(value: object) -> str:
 def page(title: str, body: str) -> str:
     """A complete HTML document with the inline style and the video-state script."""
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(title)}</title>"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
         f"<style>{STYLE}</style></head>\n<body>\n{body}\n<script>{VIDEO_SCRIPT}</script>\n</body></html>\n"
     )
 
@@ -87,11 +91,14 @@ def plot(svg: str, caption: str = "") -> str:
     return f'<div class="plot">{svg}</div>{cap}'
 
 
+def _num_class(value: object) -> str:
+    return "num" if isinstance(value, int | float) and not isinstance(value, bool) else ""
+
+
 def key_value_table(rows: Iterable[tuple[str, object]]) -> str:
     """A two-column table of names and formatted values."""
     body = "".join(
-        f'<tr><th>{esc(k)}</th><td class="{"num" if isinstance(v, int | float) else ""}">{esc(fmt(v))}</td></tr>'
-        for k, v in rows
+        f'<tr><th>{esc(k)}</th><td class="{_num_class(v)}">{esc(fmt(v))}</td></tr>' for k, v in rows
     )
     return f"<table>{body}</table>"
 
@@ -100,9 +107,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A table with a header row; numbers right-aligned."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join(
-        "<tr>"
-        + "".join(f'<td class="{"num" if isinstance(c, int | float) else ""}">{esc(fmt(c))}</td>' for c in row)
-        + "</tr>"
+        "<tr>" + "".join(f'<td class="{_num_class(c)}">{esc(fmt(c))}</td>' for c in row) + "</tr>"
         for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -121,7 +126,8 @@ def png_img(png: bytes, alt: str) -> str:
 def video(src: str, caption: str) -> str:
     """A looping, muted, preloaded video with a caption; ``src`` is a data URI or a relative path."""
     return (
-        f'<figure><video controls muted loop playsinline preload="auto" data-state="pending" src="{esc(src)}">'
+        '<figure><video controls muted loop playsinline preload="auto" data-state="pending" '
+        f'src="{esc(src)}">'
         f"</video><figcaption>{esc(caption)}</figcaption></figure>"
     )
 

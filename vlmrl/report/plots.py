@@ -77,12 +77,22 @@ def learning_curves_svg(records: Sequence[dict]) -> str | None:
     fig = Figure(figsize=(11, 3.6))
     axes = fig.subplots(1, 2)
     ok1 = _twin_panel(
-        axes[0], records, "ep_env_return_mean", "ep_model_return_mean",
-        "ground-truth episode return", "model episode return", "Episode return",
+        axes[0],
+        records,
+        "ep_env_return_mean",
+        "ep_model_return_mean",
+        "ground-truth episode return",
+        "model episode return",
+        "Episode return",
     )
     ok2 = _twin_panel(
-        axes[1], records, "env_reward_mean", "model_reward_mean",
-        "ground-truth reward / step", "model reward / step", "Per-step reward (rollout mean)",
+        axes[1],
+        records,
+        "env_reward_mean",
+        "model_reward_mean",
+        "ground-truth reward / step",
+        "model reward / step",
+        "Per-step reward (rollout mean)",
     )
     if not (ok1 or ok2):
         return None
@@ -182,7 +192,9 @@ def extremes_png(
                 continue
             i = int(idx[col])
             if is_text:
-                ax.text(0.03, 0.95, _wrap(items[i], 24), va="top", ha="left", fontsize=7, transform=ax.transAxes)
+                ax.text(
+                    0.03, 0.95, _wrap(items[i], 24), va="top", ha="left", fontsize=7, transform=ax.transAxes
+                )
             else:
                 ax.imshow(items[i])
             loc = f"\n{where[i]}" if where is not None else ""

@@ -68,7 +68,9 @@ def collect_rollouts(
             ``step`` returns. Use a task metric here when the env publishes one.
     """
     if episodes < 1 or max_steps < 1:
-        raise ValueError(f"need episodes >= 1 and max_steps >= 1, got episodes={episodes} max_steps={max_steps}")
+        raise ValueError(
+            f"need episodes >= 1 and max_steps >= 1, got episodes={episodes} max_steps={max_steps}"
+        )
     env = env_fn()
     inputs, rewards, ep_ids, steps = [], [], [], []
     try:
@@ -80,7 +82,8 @@ def collect_rollouts(
                 obs, reward, terminated, truncated, info = env.step(action)
                 if input_key not in info:
                     raise ValueError(
-                        f"the env's info has no {input_key!r} but the reward model reads it; choose an env that "
+                        f"the env's info has no {input_key!r} but the reward model reads it; "
+                        "choose an env that "
                         f"emits it (e.g. envs=humanoid for frames, envs=nethack for messages)"
                     )
                 inputs.append(info[input_key])
@@ -89,8 +92,10 @@ def collect_rollouts(
                 elif truth_key in info:
                     rewards.append(float(info[truth_key]))
                 else:
-                    raise ValueError(f"the env's info has no ground truth {truth_key!r}; pass truth_key=env_reward "
-                                     f"or one of: {', '.join(sorted(k for k in info if k != input_key))}")
+                    raise ValueError(
+                        f"the env's info has no ground truth {truth_key!r}; pass truth_key=env_reward "
+                        f"or one of: {', '.join(sorted(k for k in info if k != input_key))}"
+                    )
                 ep_ids.append(ep)
                 steps.append(t)
                 if terminated or truncated:
@@ -142,13 +147,24 @@ def evaluate_reward(
     t1 = time.perf_counter()
     model = score(reward, roll.inputs, batch_size)
     t2 = time.perf_counter()
-    np.savez_compressed(out / "scores.npz", model_reward=model, ground_truth=roll.env_rewards,
-                        episode=roll.episode_ids, step=roll.steps)
+    np.savez_compressed(
+        out / "scores.npz",
+        model_reward=model,
+        ground_truth=roll.env_rewards,
+        episode=roll.episode_ids,
+        step=roll.steps,
+    )
     numbers = reward_agreement(model, roll.env_rewards, roll.episode_ids)
     top, bottom = extreme_indices(model, top_k)
-    png = plots.extremes_png(roll.inputs, top, bottom, model, roll.env_rewards,
-                             title=f"{title}: highest (top) and lowest (bottom) model reward".strip(": "),
-                             where=[f"episode {e}, step {t}" for e, t in zip(roll.episode_ids, roll.steps, strict=True)])
+    png = plots.extremes_png(
+        roll.inputs,
+        top,
+        bottom,
+        model,
+        roll.env_rewards,
+        title=f"{title}: highest (top) and lowest (bottom) model reward".strip(": "),
+        where=[f"episode {e}, step {t}" for e, t in zip(roll.episode_ids, roll.steps, strict=True)],
+    )
     (out / "extremes.png").write_bytes(png)
     result: dict[str, Any] = {
         **numbers,
@@ -164,10 +180,26 @@ def evaluate_reward(
         "reward": type(reward).__name__,
         "policy": "random" if policy is None else "checkpoint",
         "setup": setup or {},
-        "top": [{"index": int(i), "episode": int(roll.episode_ids[i]), "step": int(roll.steps[i]),
-                 "model_reward": float(model[i]), "env_reward": float(roll.env_rewards[i])} for i in top],
-        "bottom": [{"index": int(i), "episode": int(roll.episode_ids[i]), "step": int(roll.steps[i]),
-                    "model_reward": float(model[i]), "env_reward": float(roll.env_rewards[i])} for i in bottom],
+        "top": [
+            {
+                "index": int(i),
+                "episode": int(roll.episode_ids[i]),
+                "step": int(roll.steps[i]),
+                "model_reward": float(model[i]),
+                "env_reward": float(roll.env_rewards[i]),
+            }
+            for i in top
+        ],
+        "bottom": [
+            {
+                "index": int(i),
+                "episode": int(roll.episode_ids[i]),
+                "step": int(roll.steps[i]),
+                "model_reward": float(model[i]),
+                "env_reward": float(roll.env_rewards[i]),
+            }
+            for i in bottom
+        ],
     }
     page = _page(result, model, roll, png, top, bottom, title)
     result["html"] = str(H.write_atomic(out / "reward_eval.html", page))
@@ -195,34 +227,81 @@ def _page(result, model, roll: Rollouts, png: bytes, top, bottom, title: str) ->
     )
     if "episode_spearman" in result:
         summary += f" Episode returns: Spearman {result['episode_spearman']:.3f}."
-    rows = [(k, result[k]) for k in ("spearman", "kendall", "pearson", "epic", "episode_spearman",
-                                     "episode_kendall", "transitions", "episodes", "model_reward_mean",
-                                     "model_reward_std", "env_reward_mean", "env_reward_std",
-                                     "inputs_per_second") if k in result]
+    rows = [
+        (k, result[k])
+        for k in (
+            "spearman",
+            "kendall",
+            "pearson",
+            "epic",
+            "episode_spearman",
+            "episode_kendall",
+            "transitions",
+            "episodes",
+            "model_reward_mean",
+            "model_reward_std",
+            "env_reward_mean",
+            "env_reward_std",
+            "inputs_per_second",
+        )
+        if k in result
+    ]
     body = [
         f"<h1>Reward quality: {H.esc(title or result['reward'])}</h1>",
-        H.section("summary", "Summary", f'<div class="summary"><p>{H.esc(summary)}</p></div>'
-                  + H.key_value_table(rows)),
-        H.section("extremes", "Highest and lowest scored", H.png_img(png, "extremes") + H.esc(
-            "Top row: what the model likes most; bottom row: what it likes least. Each shows the model's "
-            "reward and the env's own reward for the same step.")),
-        H.section("scatter", "Model vs ground truth", H.plot(
-            plots.scatter_svg(model, roll.env_rewards, roll.episode_ids),
-            "One dot per step, coloured by episode. A reward that ranks like the ground truth rises left to right.",
-        )),
-        H.section("method", "How the numbers are computed", "<p>" + H.esc(
-            "Spearman and Kendall (tau-b) compare rankings of all scored steps; Pearson compares values. "
-            "EPIC (Gleave et al. 2020) canonicalizes both rewards to remove potential shaping, then takes "
-            "sqrt((1 - Pearson)/2) over the visited transitions. The model reads only the observation after "
-            "each step and the env's reward is known only on visited transitions, so both are treated as "
-            "next-state rewards with the visited states as the state distribution; for such rewards the "
-            "canonical form is the reward minus its mean, so EPIC equals the Pearson distance here.") + "</p>"),
+        H.section(
+            "summary",
+            "Summary",
+            f'<div class="summary"><p>{H.esc(summary)}</p></div>' + H.key_value_table(rows),
+        ),
+        H.section(
+            "extremes",
+            "Highest and lowest scored",
+            H.png_img(png, "extremes")
+            + H.esc(
+                "Top row: what the model likes most; bottom row: what it likes least. Each shows the model's "
+                "reward and the env's own reward for the same step."
+            ),
+        ),
+        H.section(
+            "scatter",
+            "Model vs ground truth",
+            H.plot(
+                plots.scatter_svg(model, roll.env_rewards, roll.episode_ids),
+                "One dot per step, coloured by episode. "
+                "A reward that ranks like the ground truth rises left to right.",
+            ),
+        ),
+        H.section(
+            "method",
+            "How the numbers are computed",
+            "<p>"
+            + H.esc(
+                "Spearman and Kendall (tau-b) compare rankings of all scored steps; Pearson compares values. "
+                "EPIC (Gleave et al. 2020) canonicalizes both rewards to remove potential shaping, "
+                "then takes sqrt((1 - Pearson)/2) over the visited transitions. "
+                "The model reads only the observation after "
+                "each step and the env's reward is known only on visited transitions, so both are treated as "
+                "next-state rewards with the visited states as the state distribution; for such rewards the "
+                "canonical form is the reward minus its mean, so EPIC equals the Pearson distance here."
+            )
+            + "</p>",
+        ),
     ]
     if result.get("setup"):
         body.append(H.section("setup", "Setup", H.key_value_table(sorted(result["setup"].items()))))
     if result["input_key"] != "frame":
         rows = [("highest", int(i)) for i in top] + [("lowest", int(i)) for i in bottom]
-        body.append(H.section("messages", "Messages", H.table(
-            ["row", "message", "model reward", "env reward"],
-            [[which, str(roll.inputs[i]), float(model[i]), float(roll.env_rewards[i])] for which, i in rows])))
+        body.append(
+            H.section(
+                "messages",
+                "Messages",
+                H.table(
+                    ["row", "message", "model reward", "env reward"],
+                    [
+                        [which, str(roll.inputs[i]), float(model[i]), float(roll.env_rewards[i])]
+                        for which, i in rows
+                    ],
+                ),
+            )
+        )
     return H.page(f"vlmrl reward quality: {title}", "\n".join(body))

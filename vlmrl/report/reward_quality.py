@@ -35,9 +35,13 @@ def _as_vector(x: np.ndarray, name: str) -> np.ndarray:
 def _check_pair(model: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = _as_vector(model, "model reward"), _as_vector(truth, "ground-truth reward")
     if a.shape != b.shape:
-        raise ValueError(f"model and ground-truth rewards differ in length ({a.size} vs {b.size}); pass one value each")
+        raise ValueError(
+            f"model and ground-truth rewards differ in length ({a.size} vs {b.size}); pass one value each"
+        )
     if a.size < 2:
-        raise ValueError("need at least 2 transitions to compare rewards; roll out more steps (episodes=, max_steps=)")
+        raise ValueError(
+            "need at least 2 transitions to compare rewards; roll out more steps (episodes=, max_steps=)"
+        )
     return a, b
 
 
@@ -170,7 +174,11 @@ def reward_agreement(
         (does the model rank whole behaviours like the ground truth does?).
     """
     a, b = _check_pair(model, truth)
-    out: dict[str, float] = {"transitions": int(a.size), **rank_correlations(a, b), "epic": epic_distance(a, b)}
+    out: dict[str, float] = {
+        "transitions": int(a.size),
+        **rank_correlations(a, b),
+        "epic": epic_distance(a, b),
+    }
     if episode_ids is not None:
         ra, rb = episode_returns(a, episode_ids), episode_returns(b, episode_ids)
         out["episodes"] = int(ra.size)

@@ -36,8 +36,15 @@ import numpy as np
 from vlmrl.report import html as H
 from vlmrl.report import plots
 
-CONTRACT_KEYS = ("step", "time", "env_reward_mean", "model_reward_mean", "ep_env_return_mean",
-                 "ep_model_return_mean", "episodes")
+CONTRACT_KEYS = (
+    "step",
+    "time",
+    "env_reward_mean",
+    "model_reward_mean",
+    "ep_env_return_mean",
+    "ep_model_return_mean",
+    "episodes",
+)
 LABEL_KEY_PATTERN = re.compile(r"label|acc|cache|cost|quer|budget|pref", re.IGNORECASE)
 _STEP_VIDEO = re.compile(r"step_(\d+)\.mp4$")
 
@@ -119,7 +126,9 @@ def _summary(records: list[dict], result: dict | None, bad_lines: int) -> str:
         if times:
             seconds = times[-1] - times[0] if times[0] > 1e9 else times[-1]
             dur = f" over {seconds / 60:.1f} minutes of logged time" if seconds > 0 else ""
-        sentences.append(f"Trained for {int(steps):,} environment steps in {len(records)} logged rollouts{dur}.")
+        sentences.append(
+            f"Trained for {int(steps):,} environment steps in {len(records)} logged rollouts{dur}."
+        )
     gt, mo = _values(records, "ep_env_return_mean"), _values(records, "ep_model_return_mean")
     if not gt:
         gt, mo = _values(records, "env_reward_mean"), _values(records, "model_reward_mean")
@@ -132,12 +141,16 @@ def _summary(records: list[dict], result: dict | None, bad_lines: int) -> str:
             f"(best {max(gt):.4g}, change {gt[-1] - gt[0]:+.4g})."
         )
     if mo:
-        sentences.append(f"Model {what}: {mo[0]:.4g} first, {mo[-1]:.4g} last (change {mo[-1] - mo[0]:+.4g}).")
+        sentences.append(
+            f"Model {what}: {mo[0]:.4g} first, {mo[-1]:.4g} last (change {mo[-1] - mo[0]:+.4g})."
+        )
     paired = [
-        (a, b) for a, b in ((_num(r, "ep_env_return_mean"), _num(r, "ep_model_return_mean")) for r in records)
+        (a, b)
+        for a, b in ((_num(r, "ep_env_return_mean"), _num(r, "ep_model_return_mean")) for r in records)
         if a is not None and b is not None
     ] or [
-        (a, b) for a, b in ((_num(r, "env_reward_mean"), _num(r, "model_reward_mean")) for r in records)
+        (a, b)
+        for a, b in ((_num(r, "env_reward_mean"), _num(r, "model_reward_mean")) for r in records)
         if a is not None and b is not None
     ]
     if len(paired) >= 3:
@@ -148,13 +161,19 @@ def _summary(records: list[dict], result: dict | None, bad_lines: int) -> str:
             if rho >= 0.5:
                 verdict = "moved together: optimizing the model reward also improved the true task"
             elif rho <= -0.5:
-                verdict = ("moved in opposite directions: the policy may be exploiting the model reward "
-                           "(check the videos)")
+                verdict = (
+                    "moved in opposite directions: the policy may be exploiting the model reward "
+                    "(check the videos)"
+                )
             else:
                 verdict = "were largely unrelated over training"
-            sentences.append(f"Across rollouts the model and ground-truth rewards {verdict} (Spearman {rho:.2f}).")
+            sentences.append(
+                f"Across rollouts the model and ground-truth rewards {verdict} (Spearman {rho:.2f})."
+            )
     if bad_lines:
-        sentences.append(f"{bad_lines} unreadable line(s) in metrics.jsonl were skipped (a crash mid-write?).")
+        sentences.append(
+            f"{bad_lines} unreadable line(s) in metrics.jsonl were skipped (a crash mid-write?)."
+        )
     rows = [("rollouts logged", len(records))]
     if steps is not None:
         rows.append(("environment steps", int(steps)))
@@ -200,7 +219,9 @@ def _list_videos(run_dir: Path, max_videos: int) -> list[Path]:
         return []
     all_mp4 = sorted(vdir.glob("*.mp4"))
     final = [p for p in all_mp4 if p.name == "final.mp4"]
-    steps = sorted((p for p in all_mp4 if _STEP_VIDEO.search(p.name)), key=lambda p: int(_STEP_VIDEO.search(p.name)[1]))
+    steps = sorted(
+        (p for p in all_mp4 if _STEP_VIDEO.search(p.name)), key=lambda p: int(_STEP_VIDEO.search(p.name)[1])
+    )
     others = [p for p in all_mp4 if p not in final and p not in steps]
     room = max(0, max_videos - len(final))
     if len(steps) > room:
@@ -213,7 +234,10 @@ def _list_videos(run_dir: Path, max_videos: int) -> list[Path]:
 def _videos_section(run_dir: Path, out_dir: Path, max_videos: int, embed_video_mb: float) -> str:
     vids = _list_videos(run_dir, max_videos)
     if not vids:
-        return '<p class="warn">No rollout videos in videos/ (text envs have none; image runs write them at the end).</p>'
+        return (
+            '<p class="warn">No rollout videos in videos/ '
+            "(text envs have none; image runs write them at the end).</p>"
+        )
     budget = embed_video_mb * 2**20
     parts = []
     for p in vids:
@@ -226,8 +250,10 @@ def _videos_section(run_dir: Path, out_dir: Path, max_videos: int, embed_video_m
         else:
             src, how = Path(os.path.relpath(p, out_dir)).as_posix(), "linked"
         parts.append(H.video(src, f"{label} ({p.name}, {size / 1024:.0f} KiB, {how})"))
-    cap = ("Rollouts of the policy; the curve under the frames is the per-step reward. "
-           "Embedded videos play from this file alone; linked ones need the run folder next to it.")
+    cap = (
+        "Rollouts of the policy; the curve under the frames is the per-step reward. "
+        "Embedded videos play from this file alone; linked ones need the run folder next to it."
+    )
     return f'<div class="videos">{"".join(parts)}</div><p class="caption">{H.esc(cap)}</p>'
 
 
@@ -246,8 +272,17 @@ def _label_section(stats: dict, records: list[dict]) -> str:
         rows.append(("cache hit rate", float(hit_rate)))
     if "cost_usd" in stats:
         rows.append(("cost (USD)", float(stats["cost_usd"])))
-    known = {"labels_spent", "labels_total", "budget", "cache_hits", "cache_misses", "cache_hit_rate",
-             "cost_usd", "labelers", "examples"}
+    known = {
+        "labels_spent",
+        "labels_total",
+        "budget",
+        "cache_hits",
+        "cache_misses",
+        "cache_hit_rate",
+        "cost_usd",
+        "labelers",
+        "examples",
+    }
     for k, v in stats.items():
         if k in known:
             continue
@@ -260,8 +295,11 @@ def _label_section(stats: dict, records: list[dict]) -> str:
     parts.append(H.key_value_table(rows))
     examples = stats.get("examples")
     if isinstance(examples, dict) and examples:
-        parts.append("<details><summary>example labels</summary>"
-                     + H.table(["observation", "label"], list(examples.items())[:30]) + "</details>")
+        parts.append(
+            "<details><summary>example labels</summary>"
+            + H.table(["observation", "label"], list(examples.items())[:30])
+            + "</details>"
+        )
 
     labelers = stats.get("labelers") or {}
     if isinstance(labelers, list):
@@ -273,20 +311,45 @@ def _label_section(stats: dict, records: list[dict]) -> str:
         acc = d.get("accuracy")
         if acc is None and d.get("valid"):
             acc = d.get("correct", 0) / d["valid"]
-        table_rows.append([name, d.get("labels", ""), d.get("valid", ""), d.get("correct", ""),
-                           "" if acc is None else float(acc), d.get("cache_hits", ""), d.get("cost_usd", "")])
+        table_rows.append(
+            [
+                name,
+                d.get("labels", ""),
+                d.get("valid", ""),
+                d.get("correct", ""),
+                "" if acc is None else float(acc),
+                d.get("cache_hits", ""),
+                d.get("cost_usd", ""),
+            ]
+        )
         if acc is not None:
             names.append(name)
             accs.append(float(acc))
     if table_rows:
-        parts.append(H.table(["labeler", "labels", "valid", "correct", "accuracy vs ground truth",
-                              "cache hits", "cost (USD)"], table_rows))
+        parts.append(
+            H.table(
+                [
+                    "labeler",
+                    "labels",
+                    "valid",
+                    "correct",
+                    "accuracy vs ground truth",
+                    "cache hits",
+                    "cost (USD)",
+                ],
+                table_rows,
+            )
+        )
     if names:
-        parts.append(H.plot(
-            plots.bar_svg(names, accs, "accuracy", "Label accuracy vs ground-truth preferences", ylim=(0, 1.15)),
-            "Fraction of valid labels (unsure answers dropped) that agree with the preference the "
-            "ground-truth return implies. 0.5 is chance.",
-        ))
+        parts.append(
+            H.plot(
+                plots.bar_svg(
+                    names, accs, "accuracy", "Label accuracy vs ground-truth preferences", ylim=(0, 1.15)
+                ),
+                "Fraction of valid labels (unsure answers dropped) that agree with the preference the "
+                "ground-truth return implies. 0.5 is chance.",
+            )
+        )
     keys = [k for k in _numeric_keys(records) if LABEL_KEY_PATTERN.search(k)]
     svg = plots.metric_grid_svg(records, keys, "Labelling over training")
     if svg:
@@ -334,13 +397,26 @@ def write_report(
         H.section("summary", "Summary", _summary(records, result, bad)),
     ]
     curves = plots.learning_curves_svg(records) if records else None
-    body.append(H.section("curves", "Learning curves", H.plot(
-        curves,
-        "Blue (solid, left axis): the environment's own reward, the task we actually care about. "
-        "Red (dashed, right axis): the learned or zero-shot reward the agent optimized. The axes differ "
-        "in scale on purpose; what matters is whether the two rise together.",
-    ) if curves else '<p class="warn">No learning curves: metrics.jsonl has no reward columns yet.</p>'))
-    body.append(H.section("videos", "Rollout videos", _videos_section(run, out_path.parent, max_videos, embed_video_mb)))
+    body.append(
+        H.section(
+            "curves",
+            "Learning curves",
+            H.plot(
+                curves,
+                "Blue (solid, left axis): the environment's own reward, the task we actually care about. "
+                "Red (dashed, right axis): the learned or zero-shot reward the agent optimized. "
+                "The axes differ "
+                "in scale on purpose; what matters is whether the two rise together.",
+            )
+            if curves
+            else '<p class="warn">No learning curves: metrics.jsonl has no reward columns yet.</p>',
+        )
+    )
+    body.append(
+        H.section(
+            "videos", "Rollout videos", _videos_section(run, out_path.parent, max_videos, embed_video_mb)
+        )
+    )
     if stats is not None:
         body.append(H.section("labels", "Preference labels", _label_section(stats, records)))
     other = [k for k in _numeric_keys(records) if not (stats is not None and LABEL_KEY_PATTERN.search(k))]
@@ -348,6 +424,8 @@ def write_report(
     if svg:
         body.append(H.section("metrics", "Other logged metrics", H.plot(svg)))
     if result:
-        body.append(H.section("result", "Final result (result.json)", H.key_value_table(sorted(result.items()))))
+        body.append(
+            H.section("result", "Final result (result.json)", H.key_value_table(sorted(result.items())))
+        )
     body.append(H.section("config", "Configuration", _config_section(run)))
     return H.write_atomic(out_path, H.page(f"vlmrl run report: {name}", "\n".join(body)))
