@@ -1,0 +1,1 @@
+"""Agents: stable-baselines3 PPO, d3rlpy IQL, and our GFlowNet."""
