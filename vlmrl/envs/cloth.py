@@ -472,17 +472,18 @@ class ScriptedSpreadPolicy(_PickPlacePolicy):
         return int(k), env.reset_positions[k]
 
 
-def _time_limited(env: gym.Env, max_episode_steps: int) -> gym.Env:
+def _check_episode_steps(max_episode_steps: int) -> None:
     if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
         raise ValueError(f"max_episode_steps must be an int >= 1, got {max_episode_steps!r}")
-    return TimeLimit(env, max_episode_steps=max_episode_steps)
 
 
 def make_cloth_fold(max_episode_steps: int = 60, **kwargs: Any) -> gym.Env:
     """Build :class:`ClothFoldEnv` in a ``TimeLimit`` (used by ``envs/cloth_fold.yaml``)."""
-    return _time_limited(ClothFoldEnv(**kwargs), max_episode_steps)
+    _check_episode_steps(max_episode_steps)
+    return TimeLimit(ClothFoldEnv(**kwargs), max_episode_steps=max_episode_steps)
 
 
 def make_cloth_spread(max_episode_steps: int = 100, **kwargs: Any) -> gym.Env:
     """Build :class:`ClothSpreadEnv` in a ``TimeLimit`` (used by ``envs/cloth_spread.yaml``)."""
-    return _time_limited(ClothSpreadEnv(**kwargs), max_episode_steps)
+    _check_episode_steps(max_episode_steps)
+    return TimeLimit(ClothSpreadEnv(**kwargs), max_episode_steps=max_episode_steps)
