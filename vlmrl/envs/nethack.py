@@ -8,6 +8,7 @@ stable-baselines3's ``MlpPolicy`` trains on it directly.
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from typing import Any
 
@@ -59,26 +60,83 @@ def glyph_atlas() -> np.ndarray:
     return atlas
 
 
+@lru_cache(maxsize=1)
+def _cell_table() -> np.ndarray:
+    """Every (character, colour) cell drawn: ``uint8 (256 * 16, CELL_H, CELL_W * 3)``, row ``char * 16 + colour``.
+
+    Drawing a frame is then one gather of the non-blank cells into a zeroed image laid out as
+    ``(rows, CELL_H, cols, CELL_W * 3)``, which keeps the tty cheap to draw next to an NLE step.
+    """
+    cells = TTY_PALETTE[None, :, None, None, :] * glyph_atlas()[:, None, :, :, None]  # (256, 16, H, W, 3)
+    palette_fix = cells.copy()
+    palette_fix[:, 0] = cells[:, 7]  # colour 0 (black on black) is drawn grey so plain text stays visible
+    return np.ascontiguousarray(palette_fix.reshape(256 * 16, CELL_H, CELL_W * 3))
+
+
 def render_tty(tty_chars: np.ndarray, tty_colors: np.ndarray) -> np.ndarray:
     """Draw a terminal screen as an RGB image.
 
     Args:
         tty_chars: ``uint8 (rows, cols)`` character codes.
-        tty_colors: ``int8 (rows, cols)`` curses colour indices (0-15).
+        tty_colors: ``int8 (rows, cols)`` curses colour indices (0-15; 0 is drawn grey).
 
     Returns:
-        ``uint8 (rows * 12, cols * 6, 3)``; white-on-black for colour 0 so plain text stays visible.
+        ``uint8 (rows * 12, cols * 6, 3)``.
 
     Example:
         >>> render_tty(np.full((24, 80), ord("@"), np.uint8), np.full((24, 80), 15, np.int8)).shape
         (288, 480, 3)
     """
     rows, cols = tty_chars.shape
-    colors = np.asarray(tty_colors, dtype=np.int64) & 15
-    colors[colors == 0] = 7
-    mask = glyph_atlas()[tty_chars]  # (rows, cols, CELL_H, CELL_W)
-    rgb = TTY_PALETTE[colors][:, :, None, None, :] * mask[..., None]  # (rows, cols, CELL_H, CELL_W, 3)
-    return np.ascontiguousarray(rgb.transpose(0, 2, 1, 3, 4)).reshape(rows * CELL_H, cols * CELL_W, 3)
+    frame = np.zeros((rows * CELL_H, cols * CELL_W, 3), dtype=np.uint8)
+    _draw_cells(frame, _cell_codes(tty_chars, tty_colors), tty_chars != ord(" "))  # most of a screen is blank
+    return frame
+
+
+class FramePool:
+    """Draws tty frames into recycled buffers, redrawing only the cells that changed.
+
+    Allocating and zeroing a fresh 288x480x3 image costs about as much as an NLE step (page faults). A buffer
+    is reused only when nothing outside the pool references it any more (checked with ``sys.getrefcount``),
+    so a frame somebody kept (a rollout buffer, a video) is never modified; a reused buffer gets only the
+    cells whose character or colour differ from what it shows, usually a few dozen.
+
+    Args:
+        size: how many buffers to keep for reuse.
+    """
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._entries: list[tuple[np.ndarray, np.ndarray]] = []  # (frame, cell codes it shows)
+
+    def draw(self, tty_chars: np.ndarray, tty_colors: np.ndarray) -> np.ndarray:
+        """The screen as ``uint8 (rows * 12, cols * 6, 3)``; valid until the caller drops its reference."""
+        cells = _cell_codes(tty_chars, tty_colors)
+        for i, (frame, shown) in enumerate(self._entries):
+            if sys.getrefcount(frame) > 3:  # the entry tuple, the loop variable and getrefcount's argument
+                continue
+            changed = cells != shown
+            if changed.any():
+                _draw_cells(frame, cells, changed)
+                self._entries[i] = (frame, cells)
+            return frame
+        frame = np.zeros((cells.shape[0] * CELL_H, cells.shape[1] * CELL_W, 3), dtype=np.uint8)
+        _draw_cells(frame, cells, tty_chars != ord(" "))
+        if len(self._entries) < self.size:
+            self._entries.append((frame, cells))
+        return frame
+
+
+def _cell_codes(tty_chars: np.ndarray, tty_colors: np.ndarray) -> np.ndarray:
+    """Row of each cell in :func:`_cell_table`: ``char * 16 + colour``."""
+    return (tty_chars.astype(np.int32) << 4) | (tty_colors.astype(np.int32) & 15)
+
+
+def _draw_cells(frame: np.ndarray, cells: np.ndarray, where: np.ndarray) -> None:
+    """Copy the cells marked in ``where`` into ``frame`` from :func:`_cell_table`."""
+    rows, cols = cells.shape
+    r, c = np.nonzero(where)
+    frame.reshape(rows, CELL_H, cols, CELL_W * 3)[r, :, c] = _cell_table()[cells[r, c]]
 
 
 def decode_message(message: np.ndarray) -> str:
@@ -109,20 +167,28 @@ class NetHackText(gym.Wrapper):
             raise ValueError(f"crop must be a positive odd number, got {crop}: pass envs.crop=9")
         self.crop = crop
         self.frame_in_info = frame_in_info
-        self.render_mode = "rgb_array"
+        self._frames = FramePool()
+        self._padded: np.ndarray | None = None
         size = crop * crop + len(BLSTATS_SCALE)
         self.observation_space = gym.spaces.Box(-1.0, 10.0, shape=(size,), dtype=np.float32)
         self._last: dict[str, np.ndarray] | None = None
 
+    @property
+    def render_mode(self) -> str:
+        """Frames always come from the tty: ``"rgb_array"``."""
+        return "rgb_array"
+
     def _vector(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         chars, stats = obs["chars"], obs["blstats"]
         half = self.crop // 2
+        if self._padded is None:
+            self._padded = np.full((chars.shape[0] + 2 * half, chars.shape[1] + 2 * half), ord(" "), np.uint8)
+        self._padded[half : half + chars.shape[0], half : half + chars.shape[1]] = chars
         x, y = int(stats[0]), int(stats[1])
-        padded = np.pad(chars, half, constant_values=ord(" "))
-        window = padded[y : y + self.crop, x : x + self.crop]
         out = np.empty(self.observation_space.shape, dtype=np.float32)
-        out[: self.crop * self.crop] = window.reshape(-1) / 127.0
-        out[self.crop * self.crop :] = np.clip(stats / BLSTATS_SCALE, -1.0, 10.0)
+        out[: self.crop * self.crop] = self._padded[y : y + self.crop, x : x + self.crop].reshape(-1)
+        out[: self.crop * self.crop] *= 1.0 / 127.0
+        np.clip(stats / BLSTATS_SCALE, -1.0, 10.0, out=out[self.crop * self.crop :])
         return out
 
     def _info(self, obs: dict[str, np.ndarray], info: dict[str, Any], reward: float) -> dict[str, Any]:
@@ -130,7 +196,7 @@ class NetHackText(gym.Wrapper):
         info["message"] = decode_message(obs["message"])
         info["env_reward"] = float(reward)
         if self.frame_in_info:
-            info["frame"] = render_tty(obs["tty_chars"], obs["tty_colors"])
+            info["frame"] = self._frames.draw(obs["tty_chars"], obs["tty_colors"])
         return info
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -149,7 +215,7 @@ class NetHackText(gym.Wrapper):
         """The current tty screen as ``uint8 (288, 480, 3)``."""
         if self._last is None:
             raise RuntimeError("render() before reset(): call env.reset() first")
-        return render_tty(self._last["tty_chars"], self._last["tty_colors"])
+        return self._frames.draw(self._last["tty_chars"], self._last["tty_colors"])
 
 
 def make_nethack(
