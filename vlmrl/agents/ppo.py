@@ -28,6 +28,52 @@ log = logging.getLogger(__name__)
 _STEP_RE = re.compile(r"step_(\d+)\.zip$")
 
 
+class ChunkedScorer:
+    """Scores reward-model inputs in chunks, in a background thread when ``asynchronous``.
+
+    ``add`` queues one env step's inputs; every ``chunk_size`` items go to ``reward.predict`` while the
+    caller keeps stepping envs, so rendering and model inference overlap. ``result`` returns all rewards
+    in the order the inputs were added.
+    """
+
+    def __init__(self, reward, chunk_size: int, asynchronous: bool = True):
+        self.reward, self.chunk_size, self.asynchronous = reward, max(1, int(chunk_size)), asynchronous
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward") if asynchronous else None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget queued inputs and results (start of a rollout)."""
+        self.inputs: list = []
+        self._pending: list = []
+        self._futures: list[Future] = []
+
+    def add(self, items: list) -> None:
+        """Queue inputs; submits a chunk for scoring when enough have gathered."""
+        if not self.asynchronous:
+            self.inputs.extend(items)
+            return
+        self._pending.extend(items)
+        if len(self._pending) >= self.chunk_size:
+            self._submit()
+
+    def _submit(self) -> None:
+        batch, self._pending = _as_batch(self._pending), []
+        self._futures.append(self._pool.submit(self.reward.predict, batch))
+
+    def result(self) -> np.ndarray:
+        """``float32 (N,)`` rewards of everything added since ``reset``."""
+        if not self.asynchronous:
+            return np.asarray(self.reward.predict(_as_batch(self.inputs)), dtype=np.float32)
+        if self._pending:
+            self._submit()
+        return np.concatenate([np.asarray(f.result(), dtype=np.float32) for f in self._futures])
+
+    def close(self) -> None:
+        """Stop the worker thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
 class RolloutRewardCallback(BaseCallback):
     """Replaces the env reward in SB3's rollout buffer by ``env_coef * r_env + model_coef * r_model``.
 
@@ -55,16 +101,20 @@ class RolloutRewardCallback(BaseCallback):
         self.async_scoring = async_scoring and reward is not None and not hasattr(reward, "observe_rollout")
         self.chunk_steps = max(1, int(chunk_steps))
         self.metrics_path = metrics_path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward") if self.async_scoring else None
+        self._scorer: ChunkedScorer | None = None
         self._t0 = time.time()
         self._ep_model_ret: np.ndarray | None = None
         self._ep_env_ret: np.ndarray | None = None
         self._finished: list[tuple[float, float]] = []
 
+    def _on_training_start(self) -> None:
+        if self.reward is not None and self._scorer is None:
+            self._scorer = ChunkedScorer(self.reward, self.chunk_steps * self.training_env.num_envs,
+                                         self.async_scoring)
+
     def _on_rollout_start(self) -> None:
-        self._inputs: list = []
-        self._pending: list = []
-        self._futures: list[Future] = []
+        if self._scorer is not None:
+            self._scorer.reset()
         self._env_rewards: list[np.ndarray] = []
         self._dones: list[np.ndarray] = []
 
@@ -80,31 +130,16 @@ class RolloutRewardCallback(BaseCallback):
         except KeyError:
             raise KeyError(f"the reward model reads info[{key!r}] but the env does not provide it; "
                            f"use an env that emits {key}s (e.g. emit_frames=true)") from None
-        if self.async_scoring:
-            self._pending.extend(items)
-            if len(self._pending) >= self.chunk_steps * len(items):
-                self._submit()
-        else:
-            self._inputs.extend(items)
+        self._scorer.add(items)
         return True
-
-    def _submit(self) -> None:
-        batch = _as_batch(self._pending)
-        self._pending = []
-        self._futures.append(self._pool.submit(self.reward.predict, batch))
 
     def _model_rewards(self, n_steps: int, n_envs: int) -> np.ndarray:
         if self.reward is None:
             return np.zeros((n_steps, n_envs), dtype=np.float32)
-        if self.async_scoring:
-            if self._pending:
-                self._submit()
-            flat = np.concatenate([f.result() for f in self._futures])
-        else:
-            if hasattr(self.reward, "observe_rollout"):
-                self.reward.observe_rollout(self._inputs, np.stack(self._env_rewards), np.stack(self._dones),
-                                            self.num_timesteps)
-            flat = np.asarray(self.reward.predict(_as_batch(self._inputs)), dtype=np.float32)
+        if hasattr(self.reward, "observe_rollout"):  # never asynchronous: it may retrain the model first
+            self.reward.observe_rollout(self._scorer.inputs, np.stack(self._env_rewards), np.stack(self._dones),
+                                        self.num_timesteps)
+        flat = self._scorer.result()
         if flat.shape != (n_steps * n_envs,):
             raise ValueError(f"reward model returned shape {flat.shape}, expected ({n_steps * n_envs},)")
         return flat.reshape(n_steps, n_envs)
@@ -150,8 +185,9 @@ class RolloutRewardCallback(BaseCallback):
                 fh.write(json.dumps(row) + "\n")
 
     def _on_training_end(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        if self._scorer is not None:
+            self._scorer.close()
+            self._scorer = None
 
 
 def _as_batch(items: list):
