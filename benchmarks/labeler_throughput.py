@@ -1,4 +1,4 @@
-"""RL-VLM-F labeling throughput: concurrent pool vs sequential queries against a 200 ms endpoint, and cache hits.
+"""RL-VLM-F labeling throughput: concurrent pool vs sequential queries on a 200 ms endpoint; cache hits.
 
 Each label costs two requests (analysis, then the 0/1/-1 answer). The stub endpoint sleeps ``--latency``
 seconds per request, like a remote VLM. The sequential baseline (one query at a time, the original RL-VLM-F
@@ -24,14 +24,18 @@ from vlmrl.types import Fragment, FragmentPair
 def make_pairs(n: int, rng: np.random.Generator, size: int) -> list[FragmentPair]:
     folds = rng.uniform(0, 1, (n, 2))
     return [
-        FragmentPair(Fragment(frames=render_toy_cloth(a, size, rng)[None]),
-                     Fragment(frames=render_toy_cloth(b, size, rng)[None]))
+        FragmentPair(
+            Fragment(frames=render_toy_cloth(a, size, rng)[None]),
+            Fragment(frames=render_toy_cloth(b, size, rng)[None]),
+        )
         for a, b in folds
     ]
 
 
 def timed_labels(server: StubVLMServer, pairs: list[FragmentPair], workers: int, cache: LabelCache):
-    labeler = VLMPreferenceLabeler(model="stub-vlm", base_url=server.base_url, cache=cache, max_workers=workers)
+    labeler = VLMPreferenceLabeler(
+        model="stub-vlm", base_url=server.base_url, cache=cache, max_workers=workers
+    )
     start = time.perf_counter()
     labels = labeler(pairs)
     elapsed = time.perf_counter() - start
@@ -78,8 +82,10 @@ def main() -> None:
         (f"concurrent ({args.workers} workers)", len(conc_pairs), conc_s, conc_rate),
         ("cache hits (re-run)", len(conc_pairs), hit_s, len(conc_pairs) / hit_s),
     ]
-    print(f"stub endpoint latency {args.latency * 1e3:.0f} ms per request, 2 requests per label, "
-          f"frames {args.size}x{args.size}")
+    print(
+        f"stub endpoint latency {args.latency * 1e3:.0f} ms per request, 2 requests per label, "
+        f"frames {args.size}x{args.size}"
+    )
     print(f"{'mode':<26}{'labels':>8}{'seconds':>10}{'labels/s':>12}")
     for name, n, s, rate in rows:
         print(f"{name:<26}{n:>8}{s:>10.3f}{rate:>12.2f}")

@@ -17,7 +17,7 @@ SIZE = 40
 
 
 def toy_rollout(rng, n_steps=24, n_envs=2):
-    """A PPO-shaped rollout of toy cloth frames: the fold level random-walks; the env reward is the fold level."""
+    """A PPO-shaped rollout of toy cloth frames: the fold level random-walks and is the env reward."""
     folds = np.clip(rng.uniform(0, 1, n_envs) + np.cumsum(rng.normal(0, 0.15, (n_steps, n_envs)), 0), 0, 1)
     frames = [render_toy_cloth(folds[t, e], SIZE, rng) for t in range(n_steps) for e in range(n_envs)]
     dones = np.zeros((n_steps, n_envs), bool)
@@ -32,8 +32,17 @@ def held_out(seed=7, n=150):
 
 
 def small_reward(labeler, tmp_path, **kw):
-    kw = {"ensemble_size": 3, "image_size": 32, "lr": 3e-3, "batch_size": 32, "label_every": 96,
-          "queries_per_update": 40, "max_labels": 200, "max_epochs": 15, **kw}
+    kw = {
+        "ensemble_size": 3,
+        "image_size": 32,
+        "lr": 3e-3,
+        "batch_size": 32,
+        "label_every": 96,
+        "queries_per_update": 40,
+        "max_labels": 200,
+        "max_epochs": 15,
+        **kw,
+    }
     return OnlinePreferenceReward(labeler, run_dir=tmp_path, rng=np.random.default_rng(0), **kw)
 
 
@@ -80,8 +89,13 @@ def test_budget_caps_queries_and_state_round_trips(tmp_path):
 
 
 def test_noisy_teacher_accuracy_is_logged(tmp_path):
-    reward = small_reward(SimulatedTeacher(eps=0.3, rng=np.random.default_rng(0)), tmp_path, max_epochs=1,
-                          queries_per_update=200, max_labels=200)
+    reward = small_reward(
+        SimulatedTeacher(eps=0.3, rng=np.random.default_rng(0)),
+        tmp_path,
+        max_epochs=1,
+        queries_per_update=200,
+        max_labels=200,
+    )
     frames, rewards, dones = toy_rollout(np.random.default_rng(3))
     reward.observe_rollout(frames, rewards, dones, 48)
     assert 0.6 < reward.label_accuracy() < 0.8  # 30 % mistakes
@@ -90,6 +104,7 @@ def test_noisy_teacher_accuracy_is_logged(tmp_path):
 def test_vlm_labeler_through_the_stub_endpoint(tmp_path):
     cache = tmp_path / "cache.sqlite"
     with StubVLMServer() as server:
+
         def factory(rng):
             return VLMPreferenceLabeler(model="stub", base_url=server.base_url, cache_path=cache, rng=rng)
 

@@ -24,7 +24,9 @@ def test_bradley_terry_loss_matches_hand_computed_values():
     expected = -(np.log(0.7310586) + np.log(0.5)) / 2
     assert float(bradley_terry_loss(r1, r2, torch.tensor([1.0, 0.0]))) == pytest.approx(expected, rel=1e-5)
     # an equal label (0.5) on equal returns is the minimum of the loss: log 2
-    assert float(bradley_terry_loss(r1[:1], r1[:1], torch.tensor([0.5]))) == pytest.approx(np.log(2), rel=1e-6)
+    assert float(bradley_terry_loss(r1[:1], r1[:1], torch.tensor([0.5]))) == pytest.approx(
+        np.log(2), rel=1e-6
+    )
 
 
 def test_predict_shapes_dtypes_and_determinism():
@@ -44,8 +46,10 @@ def test_teacher_labels_train_a_reward_that_ranks_held_out_frames():
     frames, folds = toy_frames(400, rng)
     i, j = rng.integers(0, 400, 150), rng.integers(0, 400, 150)
     pairs = [
-        FragmentPair(Fragment(frames=frames[a : a + 1], env_rewards=folds[a : a + 1]),
-                     Fragment(frames=frames[b : b + 1], env_rewards=folds[b : b + 1]))
+        FragmentPair(
+            Fragment(frames=frames[a : a + 1], env_rewards=folds[a : a + 1]),
+            Fragment(frames=frames[b : b + 1], env_rewards=folds[b : b + 1]),
+        )
         for a, b in zip(i, j, strict=True)
     ]
     labels = np.array([lab.value for lab in SimulatedTeacher(beta="inf")(pairs)])

@@ -28,21 +28,21 @@ FAILURE_KINDS = ("timeout", "429", "500", "malformed")
 
 
 def cloth_pixel_fraction(frame: np.ndarray, min_saturation: int = 60) -> float:
-    """Fraction of pixels that look like cloth: colour saturation ``max(rgb) - min(rgb) >= min_saturation``."""
+    """Fraction of pixels that look like cloth: saturation ``max(rgb) - min(rgb) >= min_saturation``."""
     frame = np.asarray(frame).astype(np.int16)
     return float(((frame.max(-1) - frame.min(-1)) >= min_saturation).mean())
 
 
 def foldedness(frame: np.ndarray) -> float:
-    """Pixel rule for cloth folding: the less table the cloth covers, the more folded it is (higher = better)."""
+    """Pixel rule for folding: the less table the cloth covers, the more folded it is (higher = better)."""
     return -cloth_pixel_fraction(frame)
 
 
 def render_toy_cloth(fold: float, size: int = 64, rng: np.random.Generator | None = None) -> np.ndarray:
     """A square red cloth on a grey table, folded along its diagonal by ``fold`` in [0, 1] (1 = in half).
 
-    The corner flap ``u + v > 2 - fold`` is mirrored over the fold line and drawn darker (the underside), so the
-    visible area is ``1 - fold**2 / 2`` of the square. ``rng`` jitters position and adds pixel noise.
+    The corner flap ``u + v > 2 - fold`` is mirrored over the fold line and drawn darker (the underside),
+    so the visible area is ``1 - fold**2 / 2`` of the square. ``rng`` jitters position and adds pixel noise.
     """
     if not 0.0 <= fold <= 1.0:
         raise ValueError(f"fold={fold}: must be in [0, 1]")
@@ -77,7 +77,8 @@ class StubVLMServer:
     Args:
         port: 0 picks a free port.
         latency: seconds each answer takes (simulates a remote model).
-        failures: injected failure rates, e.g. ``{"429": 0.2, "500": 0.1, "timeout": 0.05, "malformed": 0.1}``;
+        failures: injected failure rates, e.g. ``{"429": 0.2, "500": 0.1, "timeout": 0.05,
+            "malformed": 0.1}``;
             ``malformed`` answers stage 2 with text that has no label in it.
         timeout_sleep: how long a "timeout" request hangs before answering (longer than the client's timeout).
         score: pixel rule, higher = closer to the goal (default: :func:`foldedness`).
@@ -225,7 +226,10 @@ class StubVLMServer:
                     if self.path.rstrip("/").endswith("/chat/completions"):
                         status, payload = server.answer(body)
                     else:
-                        status, payload = 404, {"error": {"message": f"no route {self.path}", "type": "invalid"}}
+                        status, payload = (
+                            404,
+                            {"error": {"message": f"no route {self.path}", "type": "invalid"}},
+                        )
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)

@@ -37,7 +37,12 @@ log = logging.getLogger(__name__)
 
 PROMPT_DIR = Path(__file__).resolve().parent.parent / "assets" / "prompts" / "rlvlmf"
 DEFAULT_CACHE = "~/.cache/vlmrl/labels.sqlite"
-RETRYABLE = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
+RETRYABLE = (
+    openai.RateLimitError,
+    openai.APITimeoutError,
+    openai.APIConnectionError,
+    openai.InternalServerError,
+)
 _LABEL_TOKEN = re.compile(r"(?<![\w.-])(-1|0|1)(?![\w]|\.\d)")
 
 
@@ -56,7 +61,7 @@ def parse_preference(text: str | None) -> int | None:
 
 
 def encode_image(frame: np.ndarray, size: int | None = None) -> str:
-    """``uint8 (H, W, 3)`` -> ``data:image/png;base64,...`` URL, optionally resized to ``size`` pixels square."""
+    """``uint8 (H, W, 3)`` -> ``data:image/png;base64,...`` URL, optionally resized to ``size`` square."""
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
         raise ValueError(f"expected a uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
@@ -69,8 +74,10 @@ def encode_image(frame: np.ndarray, size: int | None = None) -> str:
 
 
 def load_prompt(task: str, prompt_dir: str | Path | None = None) -> dict[str, str]:
-    """Read ``<prompt_dir>/<task>.yaml`` with keys ``goal``, ``stage1`` (uses ``{goal}``) and ``stage2``
-    (uses ``{goal}`` and ``{analysis}``)."""
+    """Read the prompts of one task from ``<prompt_dir>/<task>.yaml``.
+
+    Keys: ``goal``, ``stage1`` (uses ``{goal}``) and ``stage2`` (uses ``{goal}`` and ``{analysis}``).
+    """
     folder = Path(prompt_dir) if prompt_dir else PROMPT_DIR
     path = folder / f"{task}.yaml"
     if not path.is_file():
@@ -86,7 +93,7 @@ def load_prompt(task: str, prompt_dir: str | Path | None = None) -> dict[str, st
 
 
 class RateLimiter:
-    """Token bucket shared by every thread talking to one endpoint: ``rate`` requests/s, bursts of ``burst``."""
+    """Token bucket shared by the threads calling one endpoint: ``rate`` requests/s, bursts of ``burst``."""
 
     def __init__(self, rate: float, burst: int = 1):
         if rate <= 0:
@@ -209,16 +216,27 @@ class VLMPreferenceLabeler(Labeler):
         self.cache = cache
         self.max_workers = int(max_workers)
         self.limiter = (
-            endpoint_limiter(base_url or "openai", requests_per_second, burst) if requests_per_second else None
+            endpoint_limiter(base_url or "openai", requests_per_second, burst)
+            if requests_per_second
+            else None
         )
-        self.max_retries, self.backoff_base, self.backoff_max = int(max_retries), float(backoff_base), float(backoff_max)
+        self.max_retries, self.backoff_base, self.backoff_max = (
+            int(max_retries),
+            float(backoff_base),
+            float(backoff_max),
+        )
         self.max_queries, self.parse_retries = max_queries, int(parse_retries)
         self.image_size, self.temperature, self.max_tokens = image_size, float(temperature), int(max_tokens)
         self.rng = rng or np.random.default_rng()
         self.name = name or f"vlm:{model}"
         # The template identity in the cache key: both prompts, the goal, the stage-2 model and temperature.
         self.template = json.dumps(
-            {**self.prompt, "text_model": self.text_model, "temperature": self.temperature, "size": image_size},
+            {
+                **self.prompt,
+                "text_model": self.text_model,
+                "temperature": self.temperature,
+                "size": image_size,
+            },
             sort_keys=True,
         )
         self.stats: Counter[str] = Counter()
@@ -299,7 +317,9 @@ class VLMPreferenceLabeler(Labeler):
         frames = []
         for frag in (pair.first, pair.second):
             if frag.frames is None or len(frag.frames) == 0:
-                raise ValueError("fragment has no frames: the VLM labeler needs rendered frames uint8 (T, H, W, 3)")
+                raise ValueError(
+                    "fragment has no frames: the VLM labeler needs rendered frames uint8 (T, H, W, 3)"
+                )
             frames.append(np.asarray(frag.frames[-1]))
         return frames[0], frames[1]
 

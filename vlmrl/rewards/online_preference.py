@@ -87,18 +87,26 @@ class OnlinePreferenceReward(RewardModel):
     ):
         if sampling not in QUERY_SELECTIONS:
             raise ValueError(f"sampling={sampling!r}: use one of {', '.join(QUERY_SELECTIONS)}")
-        for name, value in (("label_every", label_every), ("queries_per_update", queries_per_update),
-                            ("segment_length", segment_length), ("recent_rollouts", recent_rollouts)):
+        for name, value in (
+            ("label_every", label_every),
+            ("queries_per_update", queries_per_update),
+            ("segment_length", segment_length),
+            ("recent_rollouts", recent_rollouts),
+        ):
             if int(value) < 1:
                 raise ValueError(f"{name}={value}: must be >= 1")
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         if not isinstance(labeler, Labeler):
             if not callable(labeler):
-                raise TypeError(f"labeler must be a Labeler or a factory of one, got {type(labeler).__name__}")
+                raise TypeError(
+                    f"labeler must be a Labeler or a factory of one, got {type(labeler).__name__}"
+                )
             labeler = labeler(rng=np.random.default_rng(int(self.rng.integers(2**63))))
         self.labeler = labeler
         self.labeler_name = getattr(labeler, "name", type(labeler).__name__)
-        self.model = PreferenceRewardModel(ensemble_size, image_size, lr, batch_size, device=device, seed=seed)
+        self.model = PreferenceRewardModel(
+            ensemble_size, image_size, lr, batch_size, device=device, seed=seed
+        )
         self.label_every, self.queries_per_update = int(label_every), int(queries_per_update)
         self.max_labels, self.segment_length = int(max_labels), int(segment_length)
         self.sampling, self.candidate_factor = sampling, max(1, int(candidate_factor))
@@ -151,11 +159,13 @@ class OnlinePreferenceReward(RewardModel):
         frames = np.stack(inputs) if not isinstance(inputs, np.ndarray) else inputs
         if len(frames) != t_len * n_envs:
             raise ValueError(f"got {len(frames)} frames for a rollout of {t_len} steps x {n_envs} envs")
-        self.recent.append({
-            "frames": frames.reshape(t_len, n_envs, *frames.shape[1:]),
-            "rewards": env_rewards,
-            "dones": np.asarray(dones, bool),
-        })
+        self.recent.append(
+            {
+                "frames": frames.reshape(t_len, n_envs, *frames.shape[1:]),
+                "rewards": env_rewards,
+                "dones": np.asarray(dones, bool),
+            }
+        )
         if num_timesteps >= self.next_update and self.budget_left > 0:
             self.update(num_timesteps)
             self.next_update = num_timesteps + self.label_every
@@ -209,8 +219,11 @@ class OnlinePreferenceReward(RewardModel):
         judged = valid & (gt1 != gt2)
         correct = judged & (values == (gt2 > gt1).astype(np.int64))
         batch = {
-            "queries": len(labels), "valid": int(valid.sum()), "judged": int(judged.sum()),
-            "correct": int(correct.sum()), "cached": int(sum(lab.cached for lab in labels)),
+            "queries": len(labels),
+            "valid": int(valid.sum()),
+            "judged": int(judged.sum()),
+            "correct": int(correct.sum()),
+            "cached": int(sum(lab.cached for lab in labels)),
         }
         for k, v in batch.items():
             self.counts[k] += v
@@ -221,14 +234,23 @@ class OnlinePreferenceReward(RewardModel):
             self.targets = np.concatenate([self.targets, values[valid].astype(np.float32)])
         t0 = time.perf_counter()
         if len(self.targets):
-            self.last_train = self.model.fit(self.first, self.second, self.targets, rng=self.rng,
-                                             max_epochs=self.max_epochs, target_acc=self.target_acc)
+            self.last_train = self.model.fit(
+                self.first,
+                self.second,
+                self.targets,
+                rng=self.rng,
+                max_epochs=self.max_epochs,
+                target_acc=self.target_acc,
+            )
         train_s = time.perf_counter() - t0
         self.updates += 1
         entry = {
-            "step": int(num_timesteps), "update": self.updates, **batch,
+            "step": int(num_timesteps),
+            "update": self.updates,
+            **batch,
             "label_acc": batch["correct"] / batch["judged"] if batch["judged"] else None,
-            "label_s": round(label_s, 3), "train_s": round(train_s, 3),
+            "label_s": round(label_s, 3),
+            "train_s": round(train_s, 3),
             **{f"train_{k}": v for k, v in self.last_train.items()},
         }
         self.history.append(entry)
@@ -289,9 +311,18 @@ class OnlinePreferenceReward(RewardModel):
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save(directory / "reward_model.pt")
         self._save_pairs(directory / "pairs.npz")
-        _atomic_write_text(directory / "preference_state.json", json.dumps(
-            {"counts": self.counts, "updates": self.updates, "next_update": self.next_update,
-             "last_train": self.last_train, "history": self.history}))
+        _atomic_write_text(
+            directory / "preference_state.json",
+            json.dumps(
+                {
+                    "counts": self.counts,
+                    "updates": self.updates,
+                    "next_update": self.next_update,
+                    "last_train": self.last_train,
+                    "history": self.history,
+                }
+            ),
+        )
 
     def load_state(self, directory: str | Path) -> None:
         """Restore what :meth:`save_state` wrote (on resume)."""

@@ -52,7 +52,7 @@ def frames_to_tensor(frames: np.ndarray, image_size: int, device: str | torch.de
 
 
 def downsample_frames(frames: np.ndarray, image_size: int) -> np.ndarray:
-    """Resize ``uint8 (..., H, W, 3)`` frames to ``uint8 (..., S, S, 3)`` for compact storage of labeled pairs."""
+    """Resize ``uint8 (..., H, W, 3)`` frames to ``uint8 (..., S, S, 3)`` to store labeled pairs compactly."""
     frames = np.asarray(frames)
     lead = frames.shape[:-3]
     flat = frames.reshape(-1, *frames.shape[-3:])
@@ -148,7 +148,11 @@ class PreferenceRewardModel(RewardModel, nn.Module):
     # ---- scoring -------------------------------------------------------------------------------------------
     def forward(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Per-member rewards with gradients: ``uint8 (N, H, W, 3)`` (or preprocessed) -> ``float (K, N)``."""
-        x = frames if isinstance(frames, torch.Tensor) else frames_to_tensor(frames, self.image_size, self.device)
+        x = (
+            frames
+            if isinstance(frames, torch.Tensor)
+            else frames_to_tensor(frames, self.image_size, self.device)
+        )
         return torch.stack([m(x) for m in self.members])
 
     def predict(self, batch: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -197,7 +201,7 @@ class PreferenceRewardModel(RewardModel, nn.Module):
             labels: ``(P,)`` targets: 0 = first preferred, 1 = second, 0.5 = equal.
             rng: shuffles each member's minibatches independently (a cheap bootstrap).
             max_epochs: upper bound on passes over the data.
-            target_acc: stop once the ensemble's mean training accuracy of an epoch reaches this (RL-VLM-F: 0.97).
+            target_acc: stop once an epoch's mean training accuracy reaches this (RL-VLM-F: 0.97).
 
         Returns:
             ``{"loss", "acc", "epochs", "pairs"}`` of the last epoch.
@@ -208,7 +212,9 @@ class PreferenceRewardModel(RewardModel, nn.Module):
     def _fit(self, first, second, labels, rng, max_epochs, target_acc) -> dict[str, float]:
         n = len(labels)
         if not (len(first) == len(second) == n) or n == 0:
-            raise ValueError(f"fit needs equally many first/second/labels (>0), got {len(first)}/{len(second)}/{n}")
+            raise ValueError(
+                f"fit needs equally many first/second/labels (>0), got {len(first)}/{len(second)}/{n}"
+            )
         y = torch.as_tensor(np.asarray(labels, np.float32), device=self.device)
         xf = frames_to_tensor(first.reshape(-1, *first.shape[2:]), self.image_size, self.device)
         xs = frames_to_tensor(second.reshape(-1, *second.shape[2:]), self.image_size, self.device)
@@ -218,8 +224,8 @@ class PreferenceRewardModel(RewardModel, nn.Module):
         self.train()
         k = len(self.members)
         loss_sum = acc_sum = 0.0
-        epoch = 0
-        for epoch in range(1, max_epochs + 1):
+        epochs = 0
+        for epochs in range(1, max_epochs + 1):  # noqa: B007 (reported after the loop)
             perms = [rng.permutation(n) for _ in range(k)]
             loss_sum = correct = total = 0.0
             for start in range(0, n, self.batch_size):
@@ -241,7 +247,7 @@ class PreferenceRewardModel(RewardModel, nn.Module):
             acc_sum = correct / max(total, 1.0)
             if acc_sum >= target_acc:
                 break
-        return {"loss": loss_sum / n, "acc": acc_sum, "epochs": float(epoch), "pairs": float(n)}
+        return {"loss": loss_sum / n, "acc": acc_sum, "epochs": float(epochs), "pairs": float(n)}
 
     # ---- active query selection ----------------------------------------------------------------------------
     def select_queries(
