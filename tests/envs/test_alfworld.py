@@ -1,0 +1,142 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("alfworld")
+pytest.importorskip("textworld")
+
+from gymnasium.utils.env_checker import check_env  # noqa: E402
+
+from vlmrl.envs.alfworld import (  # noqa: E402
+    SHIPPED_GAMES,
+    TASK_TYPES,
+    AlfWorldEnv,
+    GameFileError,
+    default_data_dir,
+    find_games,
+    validate_game_dir,
+    write_game,
+)
+
+ONE_PER_TYPE = {spec[2]: spec for spec in SHIPPED_GAMES}.values()
+FIRST = SHIPPED_GAMES[0][0]
+
+
+def test_shipped_games_cover_the_six_task_types():
+    games = find_games(default_data_dir())
+    assert len(games) == len(SHIPPED_GAMES) == 12
+    types = {json.loads(open(g.replace("game.tw-pddl", "traj_data.json")).read())["task_type"] for g in games}
+    assert types == set(TASK_TYPES.values())
+    assert len(find_games(default_data_dir(), task_types=[2])) == 2
+
+
+@pytest.mark.parametrize("spec", ONE_PER_TYPE, ids=lambda s: s[2])
+def test_walkthrough_wins_through_the_official_loader(spec):
+    folder, _, _, _, _, walkthrough = spec
+    env = AlfWorldEnv(games=[folder])
+    obs, info = env.reset(seed=0)
+    assert obs.startswith("Your task is to: ") and info["task_id"] == folder
+    for i, command in enumerate(walkthrough):
+        assert command in info["admissible_commands"], (command, info["admissible_commands"])
+        obs, reward, terminated, truncated, info = env.step(info["admissible_commands"].index(command))
+        last = i == len(walkthrough) - 1
+        assert terminated == last and reward == float(last) and info["won"] == last
+    env.close()
+
+
+def test_check_env_and_info_contract():
+    env = AlfWorldEnv(games=[FIRST], max_episode_steps=5)
+    check_env(env)
+    obs, info = env.reset(seed=1)
+    assert info["message"] == obs and "You are carrying: nothing." in obs
+    assert info["frame"].shape == (256, 320, 3) and info["frame"].std() > 5
+    mask = info["action_mask"]
+    assert mask.shape == (64,) and mask.sum() == len(info["admissible_commands"])
+    obs, _, _, _, info = env.step(info["admissible_commands"].index("go to countertop 1"))
+    assert "apple 2" in obs  # the demangler numbers Apple_bar_1 as "apple 2"
+    obs, _, _, _, info = env.step(info["admissible_commands"].index("take apple 2 from countertop 1"))
+    assert "You are carrying: apple 2." in obs
+    obs, _, _, _, info = env.step(63)  # a masked index: nothing changes
+    assert "Nothing happens." in obs and "You are carrying: apple 2." in obs
+    env.close()
+
+
+def test_written_game_reproduces_the_shipped_file(tmp_path):
+    folder, *spec = SHIPPED_GAMES[4]
+    path = write_game(tmp_path / folder, *spec)
+    shipped = json.loads((default_data_dir() / folder / "game.tw-pddl").read_text())
+    assert json.loads(path.read_text()) == shipped
+
+
+def _copy_game(tmp_path):
+    dst = tmp_path / "data" / FIRST
+    shutil.copytree(default_data_dir() / FIRST, dst)
+    return dst
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda d: (d / "game.tw-pddl").write_text("{not json"), "not valid JSON"),
+        (lambda d: (d / "traj_data.json").write_text('{"task_type": "juggle"}'), "task_type='juggle'"),
+        (lambda d: (d / "game.tw-pddl").unlink(), "missing"),
+        (lambda d: _edit_problem(d, lambda p: p.replace("(:goal", "(:gaol")), r"no \(:goal section"),
+        (lambda d: _edit_problem(d, lambda p: p + ")"), "balance its parentheses"),
+        (lambda d: _edit_game(d, lambda g: g.pop("pddl_problem")), "lacks"),
+    ],
+)
+def test_malformed_game_file_gets_a_clear_error(tmp_path, corrupt, message):
+    game_dir = _copy_game(tmp_path)
+    corrupt(game_dir)
+    with pytest.raises(GameFileError, match=message):
+        validate_game_dir(game_dir)
+    with pytest.raises(GameFileError, match=str(game_dir.name)):
+        AlfWorldEnv(data_dir=tmp_path / "data")
+
+
+def test_problem_textworld_rejects_is_reported_with_the_file(tmp_path):
+    game_dir = _copy_game(tmp_path)
+    # an init fact about an object that was never declared: valid JSON and PDDL shape, unplayable game
+    _edit_problem(game_dir, lambda p: p.replace("(:init", "(:init\n        (inReceptacle Ghost_bar_1 Fridge_bar_1)"))
+    env = AlfWorldEnv(data_dir=tmp_path / "data")
+    with pytest.raises(GameFileError, match="textworld could not load .*game.tw-pddl"):
+        env.reset(seed=0)
+
+
+def test_missing_data_dir_names_the_setting(tmp_path):
+    with pytest.raises(FileNotFoundError, match="envs.data_dir"):
+        AlfWorldEnv(data_dir=tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no playable ALFWorld games"):
+        AlfWorldEnv(data_dir=tmp_path / "empty")
+
+
+def test_random_play_is_reproducible_per_seed():
+    env = AlfWorldEnv(games=["look_at_obj_in_light"], max_episode_steps=6)
+
+    def rollout(seed):
+        rng = np.random.default_rng(seed)
+        obs, info = env.reset(seed=seed)
+        texts = [obs]
+        for _ in range(6):
+            obs, _, term, trunc, info = env.step(int(rng.integers(len(info["admissible_commands"]))))
+            texts.append(obs)
+            if term or trunc:
+                break
+        return texts
+
+    assert rollout(3) == rollout(3)
+    env.close()
+
+
+def _edit_problem(game_dir, fn):
+    _edit_game(game_dir, lambda g: g.__setitem__("pddl_problem", fn(g["pddl_problem"])))
+
+
+def _edit_game(game_dir, fn):
+    path = game_dir / "game.tw-pddl"
+    game = json.loads(path.read_text())
+    fn(game)
+    path.write_text(json.dumps(game))
