@@ -429,18 +429,21 @@ class ScriptedPushPolicy(ScriptedPolicy):
         lateral = rel - along * direction
         low_z, high_z = 0.02, env.block_size + 0.05
         lateral_error = float(np.linalg.norm(lateral))
+        if dist < 0.5 * env.success_threshold:  # done: lift off so the block is not knocked away again
+            self._pushing = False
+            return self._move_toward(np.array([grip[0], grip[1], high_z]), -1.0)
         if self._pushing:  # hysteresis: keep pushing until clearly out of position
             self._pushing = along < -0.02 and lateral_error < 0.03 and grip[2] < low_z + 0.015
         else:
-            self._pushing = along < -(standoff - 0.015) and lateral_error < 0.012 and grip[2] < low_z + 0.01
+            self._pushing = along < -(standoff - 0.02) and lateral_error < 0.02 and grip[2] < low_z + 0.015
         if self._pushing:  # aim through the block centre at a point past it, steering the block back on line
             aim = block + direction * 0.05 - grip[:2]
             step = min(dist, self.push_speed * env.max_displacement)
             target = grip[:2] + aim / max(np.linalg.norm(aim), 1e-6) * step
             return self._move_toward(np.array([target[0], target[1], low_z]), -1.0)
-        if np.linalg.norm(grip[:2] - behind) < 0.015:  # above the pushing spot: descend
+        if np.linalg.norm(grip[:2] - behind) < 0.025:  # above the pushing spot: descend (and re-centre)
             return self._move_toward(np.array([behind[0], behind[1], low_z]), -1.0)
-        if grip[2] < high_z - 0.005:  # lift before travelling so the block is not knocked
+        if grip[2] < low_z + 0.02 and np.linalg.norm(rel) < standoff + 0.03:  # low beside the block: lift first
             return self._move_toward(np.array([grip[0], grip[1], high_z]), -1.0)
         return self._move_toward(np.array([behind[0], behind[1], high_z]), -1.0)
 
