@@ -198,8 +198,10 @@ def _as_batch(items: list):
 
 
 class CheckpointEvery(BaseCallback):
-    """Saves ``checkpoints/step_<N>.zip`` atomically every ``every`` steps (at rollout ends), and the reward
-    source's state (``save_state``) beside it."""
+    """Saves ``checkpoints/step_<N>.zip`` atomically every ``every`` steps, with the reward source's state.
+
+    Checks happen at rollout ends; ``reward.save_state`` (if any) writes into ``checkpoints/step_<N>/``.
+    """
 
     def __init__(self, directory: Path, every: int, reward=None):
         super().__init__()

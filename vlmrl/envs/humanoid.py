@@ -1,5 +1,4 @@
-"""MuJoCo Humanoid-v5 with VLM-RM's changes: textured floor and sky, a camera that keeps the whole body in
-view, and fast headless frames in every step's ``info["frame"]``.
+"""MuJoCo Humanoid-v5 with VLM-RM's changes: textured scene, a whole-body camera, frames in every step's info.
 
 The MJCF is derived from gymnasium's own ``humanoid.xml`` at run time (textures and a camera added), so the
 dynamics stay exactly those of Humanoid-v5.
@@ -96,6 +95,7 @@ class FrameInfo(gym.Wrapper):
         return self._last_frame
 
     def reset(self, **kwargs):
+        """Reset the env; the first frame is in ``info["frame"]``."""
         obs, info = self.env.reset(**kwargs)
         if self.emit_frames:
             info["frame"] = self._frame()
@@ -104,6 +104,7 @@ class FrameInfo(gym.Wrapper):
         return obs, info
 
     def step(self, action):
+        """Step the env; adds ``info["frame"]`` and ``info["env_reward"]``."""
         obs, reward, terminated, truncated, info = self.env.step(action)
         info["env_reward"] = float(reward)
         if self.emit_frames:
@@ -117,6 +118,7 @@ class FrameInfo(gym.Wrapper):
         return self._last_frame if self._last_frame is not None else self._frame()
 
     def close(self):
+        """Free the renderer's GL context, then close the env."""
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None

@@ -29,4 +29,5 @@ class RewardModel(abc.ABC):
         """
 
     def __call__(self, batch: np.ndarray | Sequence[str]) -> np.ndarray:
+        """Same as :meth:`predict`."""
         return self.predict(batch)
