@@ -27,3 +27,14 @@ def make_dataset(
 @pytest.fixture
 def dataset() -> OfflineDataset:
     return make_dataset(np.random.default_rng(0))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models train faster on one thread; on a busy 2-core machine OpenMP spin-waits otherwise."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -176,7 +176,8 @@ def score_ray(
         rows = np.concatenate([store.rows(s) for s in missing])
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
-        ds = ray.data.from_numpy(rows).rename_columns({"data": "row"})
+        blocks = max(num_actors, -(-len(rows) // (4 * batch_size)))  # enough blocks to keep every actor busy
+        ds = ray.data.from_numpy(np.array_split(rows, min(blocks, len(rows)))).rename_columns({"data": "row"})
         ds = ds.map_batches(
             RewardActor,
             fn_constructor_kwargs={"reward": ray.put(reward), "inputs": ray.put(np.asarray(inputs))},

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from vlmrl.data.collect import Behaviour, collect, parse_mixture, split_episodes
+from vlmrl.envs.manipulation import ScriptedPushPolicy, make_push
+
+
+def push_env():
+    return make_push(max_episode_steps=12, width=32, height=32)
+
+
+def test_split_episodes_by_fraction_with_largest_remainder():
+    mixture = parse_mixture([{"policy": "expert", "fraction": 0.2}, {"policy": "random", "fraction": 0.8}])
+    np.testing.assert_array_equal(np.bincount(split_episodes(mixture, 7)), [1, 6])
+    three = parse_mixture([{"fraction": 1}, {"fraction": 1}, {"fraction": 1}])
+    np.testing.assert_array_equal(np.bincount(split_episodes(three, 10)), [4, 3, 3])
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"policy": "teleport"}, "use one of expert, random, checkpoint"),
+        ({"policy": "expert", "noise": -0.1}, "noise=-0.1"),
+        ({"policy": "random", "fraction": 0}, "fraction=0"),
+        ({"policy": "checkpoint"}, "needs path="),
+    ],
+)
+def test_bad_behaviours_are_refused(spec, message):
+    with pytest.raises(ValueError, match=message):
+        Behaviour(**spec)
+
+
+def test_expert_without_expert_fn_names_the_setting():
+    with pytest.raises(ValueError, match="set collect.expert"):
+        collect(push_env, [{"policy": "expert"}], 1, np.random.default_rng(0))
+
+
+def test_push_mixture_dataset_records_frames_metric_and_behaviour(tmp_path):
+    mixture = [{"policy": "expert", "noise": 0.0, "fraction": 1}, {"policy": "random", "fraction": 1}]
+    ds = collect(push_env, mixture, 4, np.random.default_rng(0), expert_fn=ScriptedPushPolicy,
+                 metadata={"task": "push"}, work_dir=tmp_path, part_episodes=3)
+    assert len(ds) == 48 and ds.num_episodes == 4
+    assert ds.frames.shape == (48, 32, 32, 3) and ds.frames.max() > 0
+    assert ds.timeouts.sum() == 4 and not ds.terminals.any()
+    np.testing.assert_allclose(ds.rewards, -ds.infos["gt_metric"], rtol=1e-6)
+    np.testing.assert_array_equal(np.bincount(ds.infos["policy_id"][ds.episode_ends]), [2, 2])
+    assert ds.metadata["task"] == "push" and ds.metadata["mixture"][1]["policy"] == "random"
+    # the noise-free expert makes progress, random actions barely move the block
+    ends, starts = ds.episode_ends, np.r_[0, ds.episode_ends[:-1] + 1]
+    progress = ds.infos["gt_metric"][starts] - ds.infos["gt_metric"][ends]
+    expert = ds.infos["policy_id"][ends] == 0
+    assert progress[expert].min() >= 0.0
+    assert sorted(p.name for p in (tmp_path / "parts").glob("part_*.npz")) == ["part_00000.npz", "part_00001.npz"]
+    # a second call with the same seed reuses the saved parts and gives identical data
+    again = collect(push_env, mixture, 4, np.random.default_rng(0), expert_fn=ScriptedPushPolicy,
+                    metadata={"task": "push"}, work_dir=tmp_path, part_episodes=3)
+    np.testing.assert_array_equal(again.observations, ds.observations)
+    with pytest.raises(ValueError, match="parts of a different collection"):
+        collect(push_env, mixture, 5, np.random.default_rng(0), expert_fn=ScriptedPushPolicy,
+                work_dir=tmp_path, part_episodes=3)

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+
+from vlmrl.data import OfflineDataset
+from vlmrl.data.relabel import label_pairs, relabel, sample_segment_pairs
+from vlmrl.labelers.teacher import SimulatedTeacher
+from vlmrl.rewards.preference import PreferenceRewardModel
+
+
+def brightness_dataset(rng: np.random.Generator, episodes: int = 8, length: int = 25) -> OfflineDataset:
+    """Frames whose brightness is the ground-truth reward (plus pixel noise): a signal a tiny CNN can learn."""
+    n = episodes * length
+    reward = rng.uniform(0, 1, size=n).astype(np.float32)
+    frames = (reward[:, None, None, None] * 200 + rng.integers(0, 40, size=(n, 16, 16, 3))).astype(np.uint8)
+    timeouts = np.zeros(n, bool)
+    timeouts[length - 1 :: length] = True
+    return OfflineDataset(
+        observations=rng.normal(size=(n, 3)).astype(np.float32),
+        actions=rng.uniform(-1, 1, size=(n, 2)).astype(np.float32),
+        rewards=reward,
+        terminals=np.zeros(n, bool),
+        timeouts=timeouts,
+        frames=frames,
+        metadata={"task": "make it bright"},
+    )
+
+
+def tiny_model() -> PreferenceRewardModel:
+    return PreferenceRewardModel(ensemble_size=2, image_size=16, lr=3e-3, batch_size=32, seed=0)
+
+
+def test_segment_pairs_stay_inside_episodes():
+    ds = brightness_dataset(np.random.default_rng(0), episodes=4, length=10)
+    pairs = sample_segment_pairs(ds, 500, 3, np.random.default_rng(1))
+    assert pairs.first.shape == (500, 3)
+    ids = ds.episode_ids()
+    for rows in (pairs.first, pairs.second):
+        assert (ids[rows] == ids[rows[:, :1]]).all()
+        np.testing.assert_array_equal(np.diff(rows, axis=1), 1)
+
+
+def test_teacher_labels_follow_ground_truth_and_are_cached(tmp_path):
+    from vlmrl.labelers.cache import LabelCache
+
+    ds = brightness_dataset(np.random.default_rng(0))
+    pairs = sample_segment_pairs(ds, 100, 1, np.random.default_rng(1))
+    cache = LabelCache(tmp_path / "labels.sqlite")
+    labels, _, stats = label_pairs(SimulatedTeacher(), ds, pairs, cache)
+    expected = (ds.rewards[pairs.second[:, 0]] > ds.rewards[pairs.first[:, 0]]).astype(int)
+    np.testing.assert_array_equal(labels, expected)
+    assert stats["paid"] == 100 and stats["label_accuracy"] == 1.0
+    labels2, _, stats2 = label_pairs(SimulatedTeacher(), ds, pairs, cache)
+    np.testing.assert_array_equal(labels2, labels)
+    assert stats2["paid"] == 0 and stats2["cached"] == 100
+
+
+def test_relabel_learns_the_reward_and_a_rerun_pays_for_nothing(tmp_path):
+    torch.manual_seed(0)
+    ds = brightness_dataset(np.random.default_rng(0))
+    kwargs = dict(labeler=SimulatedTeacher(), num_pairs=300, fit_kwargs={"max_epochs": 15}, shard_size=64,
+                  log=lambda m: None)
+    out, report = relabel(ds, tiny_model(), tmp_path, np.random.default_rng(2), **kwargs)
+    assert report["agreement"]["spearman"] > 0.9, report
+    assert report["labels"]["paid"] == 300
+    np.testing.assert_array_equal(out.ground_truth_rewards(), ds.rewards)
+    assert out.metadata["relabeled"] and out.metadata["reward_source"] == "preference"
+    for name in ("labels.sqlite", "labels.npz", "reward_model.pt", "fit.json"):
+        assert (tmp_path / name).exists(), name
+    assert len(list((tmp_path / "shards").glob("shard_*.npy"))) == 4
+    # kill after scoring two shards, then run again: labels come from the cache, the model is reloaded,
+    # the kept shards are reused, and the result is identical
+    for shard in sorted((tmp_path / "shards").glob("shard_*.npy"))[2:]:
+        shard.unlink()
+    again, report2 = relabel(ds, tiny_model(), tmp_path, np.random.default_rng(2), **kwargs)
+    assert report2["labels"]["paid"] == 0 and report2["labels"]["cached"] == 300
+    np.testing.assert_allclose(again.rewards, out.rewards, rtol=1e-6)
+
+
+def test_zero_shot_relabel_without_labeler(tmp_path):
+    ds = brightness_dataset(np.random.default_rng(0), episodes=2, length=5)
+    model = tiny_model()
+    out, report = relabel(ds, model, tmp_path, np.random.default_rng(0), log=lambda m: None)
+    np.testing.assert_allclose(out.rewards, model.predict(ds.frames), rtol=1e-5)
+    assert "labels" not in report and out.metadata["reward_source"] == "zero_shot"
+
+
+def test_frame_model_on_a_dataset_without_frames_is_refused(tmp_path):
+    from vlmrl.data import DatasetError
+
+    ds = brightness_dataset(np.random.default_rng(0), episodes=2, length=5)
+    ds.frames = None
+    with pytest.raises(DatasetError, match="has no frames but the reward model reads frames"):
+        relabel(ds, tiny_model(), tmp_path, np.random.default_rng(0), log=lambda m: None)
