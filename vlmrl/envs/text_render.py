@@ -45,7 +45,7 @@ def draw_text_screen(
     width: int = 256,
     font_size: int = 11,
 ) -> np.ndarray:
-    """Render a screen of text as an image (cached: the same screen is drawn once, returned read-only).
+    r"""Render a screen of text as an image (cached: the same screen is drawn once, returned read-only).
 
     Args:
         text: body text; its line breaks are kept, long lines are wrapped. Lines that do not fit are cut and
@@ -60,7 +60,7 @@ def draw_text_screen(
         ``uint8 (height, width, 3)`` frame, read-only (copy it before drawing on it).
 
     Example:
-        >>> frame = draw_text_screen("Target: 3\\nCurrent: 1", title="NumberLine", height=64, width=128)
+        >>> frame = draw_text_screen("Target: 3\nCurrent: 1", title="NumberLine", height=64, width=128)
         >>> frame.shape, frame.dtype.name
         ((64, 128, 3), 'uint8')
     """

@@ -1,0 +1,48 @@
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sb3_contrib")
+
+from vlmrl.agents.gflownet import GFlowNetAgent, HashingEncoder, random_policy  # noqa: E402
+from vlmrl.agents.text_ppo import EncodedCommandsObservation, TextPPOAgent  # noqa: E402
+from vlmrl.envs.text_games import NumberLineEnv  # noqa: E402
+
+
+def env_fn():
+    return NumberLineEnv(max_number=3, max_episode_steps=4, max_actions=4)
+
+
+def test_encoded_observation_pads_commands_and_masks():
+    enc = HashingEncoder(dim=32)
+    env = EncodedCommandsObservation(env_fn(), enc)
+    obs, _ = env.reset(seed=0)
+    x = obs.reshape(5, 32)
+    assert obs.shape == (5 * 32,) and env.observation_space.contains(obs)
+    assert np.allclose(x[1], enc.encode(["increase"]).numpy()[0])
+    assert np.all(x[3:] == 0) and env.action_masks().tolist() == [True, True, False, False]
+
+
+def test_maskable_ppo_learns_numberline_and_resumes(tmp_path):
+    agent = TextPPOAgent(encoder=HashingEncoder(), total_timesteps=4096, n_envs=4, n_steps=64, batch_size=64,
+                         learning_rate=1e-3, eval_episodes=100, checkpoint_every=2048)
+    result = agent.train(env_fn=env_fn, run_dir=tmp_path, rng=np.random.default_rng(0))
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert len(rows) == 16 and rows[-1]["step"] == 4096
+    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {"step_2048.zip", "step_4096.zip"}
+    env, rng = env_fn(), np.random.default_rng(3)
+    random_rate = np.mean([GFlowNetAgent(encoder=HashingEncoder(), video=False)
+                           .play(env, rng, policy=random_policy(rng))[0].won for _ in range(200)])
+    assert result["eval_success_rate"] > random_rate + 0.2, (result, random_rate)
+
+    more = TextPPOAgent(encoder=HashingEncoder(), total_timesteps=4352, n_envs=4, n_steps=64, batch_size=64,
+                        eval_episodes=2)
+    resumed = more.train(env_fn=env_fn, run_dir=tmp_path, rng=np.random.default_rng(1), resume=True)
+    assert resumed["steps"] == 4352  # one more rollout on top of the 4096 loaded
+
+
+def test_reward_model_is_refused_not_ignored(tmp_path):
+    agent = TextPPOAgent(encoder=HashingEncoder(), total_timesteps=64)
+    with pytest.raises(NotImplementedError, match="gflownet"):
+        agent.train(env_fn=env_fn, reward=object(), run_dir=tmp_path)

@@ -1,0 +1,349 @@
+"""PPO on the text envs, for comparison with the GFlowNet: sb3-contrib's MaskablePPO, not a PPO of our own.
+
+The padded ``Discrete(max_actions)`` action space is masked to the admissible commands. Observations become
+``[e(observation), e(command_1), ..., e(command_K)]`` from the same frozen encoder as the GFlowNet, and the
+policy scores each (observation, command) pair with a small head, so an action index means "the k-th
+admissible command" whatever the command is (a plain linear action head over slots could not generalise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import DummyVecEnv
+from torch import nn
+
+from vlmrl.agents.gflownet import SentenceEncoder, TextEncoder
+
+
+def _require_sb3_contrib():
+    try:
+        import sb3_contrib  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("text PPO needs sb3-contrib (MaskablePPO): pip install -e '.[alfworld]'") from exc
+
+
+class EncodedCommandsObservation(gym.ObservationWrapper):
+    """Text observation + admissible commands -> ``float32 ((1 + max_actions) * dim,)`` encoder features.
+
+    Padding slots are zeros; :meth:`action_masks` marks the real ones (the method MaskablePPO calls).
+    """
+
+    def __init__(self, env: gym.Env, encoder: TextEncoder):
+        super().__init__(env)
+        self.encoder = encoder
+        self.max_actions = int(env.action_space.n)
+        self.observation_space = spaces.Box(
+            -np.inf, np.inf, shape=((1 + self.max_actions) * encoder.dim,), dtype=np.float32
+        )
+
+    def observation(self, observation: str) -> np.ndarray:
+        """Encode the observation and the current admissible commands."""
+        commands = self.env.unwrapped.admissible_commands
+        out = np.zeros((1 + self.max_actions, self.encoder.dim), dtype=np.float32)
+        out[: 1 + len(commands)] = self.encoder.encode([observation, *commands]).numpy()
+        return out.reshape(-1)
+
+    def action_masks(self) -> np.ndarray:
+        """``bool (max_actions,)`` valid action indices."""
+        return self.env.unwrapped.action_masks()
+
+
+class CommandScoringExtractor(BaseFeaturesExtractor):
+    """Features = [pair scores of the K command slots, value features of the observation].
+
+    ``score_k = MLP([e_s, e_k, e_s * e_k])``; :class:`CommandScoringPolicy` reads the first K features as
+    the action logits.
+    """
+
+    def __init__(self, observation_space: spaces.Box, max_actions: int, dim: int, hidden: int = 128):
+        super().__init__(observation_space, features_dim=max_actions + hidden)
+        self.max_actions, self.dim = int(max_actions), int(dim)
+        self.pair = nn.Sequential(nn.Linear(3 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.state = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU())
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """``(B, (1+K)*dim)`` -> ``(B, K + hidden)``."""
+        x = observations.view(-1, 1 + self.max_actions, self.dim)
+        s, a = x[:, :1].expand(-1, self.max_actions, -1), x[:, 1:]
+        scores = self.pair(torch.cat([s, a, s * a], dim=-1)).squeeze(-1)
+        return torch.cat([scores, self.state(x[:, 0])], dim=-1)
+
+
+class FirstK(nn.Module):
+    """Returns the first ``k`` features: the pair scores become the action logits directly."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = int(k)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` -> ``(B, k)``."""
+        return latent[..., : self.k]
+
+
+def _policy_class():
+    from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+
+    class CommandScoringPolicy(MaskableActorCriticPolicy):
+        """MaskablePPO's actor-critic with the per-command scores as logits (no slot-mixing linear layer)."""
+
+        def _build(self, lr_schedule) -> None:
+            super()._build(lr_schedule)
+            self.action_net = FirstK(self.action_space.n)
+            self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    return CommandScoringPolicy
+
+
+def save_atomic(model, path: Path) -> Path:
+    """``model.save`` to a temporary name, then rename: a crash never leaves a half-written checkpoint."""
+    tmp = path.with_name(path.stem + ".tmp.zip")
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+class _RolloutLog(BaseCallback):
+    """Per rollout: one metrics.jsonl row (contract keys) from the episodes that ended, and checkpoints."""
+
+    def __init__(self, path: Path, ckpt_dir: Path, every: int):
+        super().__init__()
+        self.path = path
+        self.ckpt_dir, self.every, self.last_ckpt = ckpt_dir, int(every), 0
+        self.start = time.time()
+        self.returns: list[float] = []
+        self.wins: list[bool] = []
+        self.step_rewards: list[float] = []
+        self.successes: set[tuple[str, tuple[str, ...]]] = set()
+        self._trail: dict[int, list[str]] = {}
+
+    def _on_step(self) -> bool:
+        infos, rewards, dones = self.locals["infos"], self.locals["rewards"], self.locals["dones"]
+        actions = self.locals.get("actions")
+        for i, (info, r, done) in enumerate(zip(infos, rewards, dones, strict=True)):
+            self.step_rewards.append(float(r))
+            trail = self._trail.setdefault(i, [])
+            if actions is not None and "last_command" in info:
+                trail.append(info["last_command"])
+            if done:
+                ep = info.get("episode")
+                if ep is not None:
+                    self.returns.append(float(ep["r"]))
+                won = bool(info.get("won", False))
+                self.wins.append(won)
+                if won:
+                    self.successes.add((str(info.get("task_id") or info.get("goal", "")), tuple(trail)))
+                self._trail[i] = []
+        return True
+
+    def _on_rollout_end(self) -> None:
+        row = {
+            "step": int(self.num_timesteps),
+            "time": round(time.time() - self.start, 3),
+            "env_reward_mean": float(np.mean(self.step_rewards)) if self.step_rewards else 0.0,
+            "model_reward_mean": 0.0,
+            "ep_env_return_mean": float(np.mean(self.returns)) if self.returns else 0.0,
+            "ep_model_return_mean": 0.0,
+            "episodes": len(self.wins),
+            "success_rate": float(np.mean(self.wins)) if self.wins else 0.0,
+            "distinct_successes": len(self.successes),
+        }
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.returns, self.wins, self.step_rewards = [], [], []
+        if self.num_timesteps - self.last_ckpt >= self.every:
+            save_atomic(self.model, self.ckpt_dir / f"step_{self.num_timesteps}.zip")
+            self.last_ckpt = self.num_timesteps
+
+
+class _RecordCommand(gym.Wrapper):
+    """Adds ``info["last_command"]`` (the command just played) for diversity counts."""
+
+    def step(self, action):
+        commands = self.env.unwrapped.admissible_commands
+        command = commands[int(action)] if 0 <= int(action) < len(commands) else "<masked>"
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info["last_command"] = command
+        return obs, reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """Forward the mask of the wrapped env."""
+        return self.env.unwrapped.action_masks()
+
+
+class TextPPOAgent:
+    """MaskablePPO over admissible commands with frozen-encoder features (the GFlowNet's PPO baseline).
+
+    Args:
+        encoder: frozen :class:`~vlmrl.agents.gflownet.TextEncoder` (default all-MiniLM-L6-v2).
+        total_timesteps: env steps to train for.
+        n_envs: parallel envs (DummyVecEnv).
+        n_steps, batch_size, n_epochs, learning_rate, gamma, gae_lambda, ent_coef, clip_range: PPO settings.
+        hidden: width of the pair scorer and value features.
+        eval_episodes: episodes sampled from the trained policy for the final report.
+        checkpoint_every: env steps between checkpoints (``checkpoints/step_<N>.zip``).
+        device: torch device.
+        torch_threads: CPU threads for torch (1 is fastest for this small head); ``None`` leaves it alone.
+    """
+
+    def __init__(
+        self,
+        encoder: TextEncoder | None = None,
+        total_timesteps: int = 20_000,
+        n_envs: int = 4,
+        n_steps: int = 128,
+        batch_size: int = 128,
+        n_epochs: int = 4,
+        learning_rate: float = 3e-4,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        ent_coef: float = 0.01,
+        clip_range: float = 0.2,
+        hidden: int = 128,
+        eval_episodes: int = 20,
+        checkpoint_every: int = 10_000,
+        device: str = "cpu",
+        torch_threads: int | None = 1,
+        **unused: Any,
+    ):
+        _require_sb3_contrib()
+        self.encoder = encoder if encoder is not None else SentenceEncoder()
+        self.total_timesteps = int(total_timesteps)
+        self.n_envs = int(n_envs)
+        self.ppo_kwargs = dict(
+            n_steps=int(n_steps),
+            batch_size=int(batch_size),
+            n_epochs=int(n_epochs),
+            learning_rate=float(learning_rate),
+            gamma=float(gamma),
+            gae_lambda=float(gae_lambda),
+            ent_coef=float(ent_coef),
+            clip_range=float(clip_range),
+        )
+        self.hidden = int(hidden)
+        self.eval_episodes = int(eval_episodes)
+        self.checkpoint_every = int(checkpoint_every)
+        self.device = device
+        self.torch_threads = torch_threads
+        self.model = None
+
+    def wrap(self, env: gym.Env) -> gym.Env:
+        """The env as the policy sees it: commands recorded, text encoded, episode stats kept."""
+        from stable_baselines3.common.monitor import Monitor
+
+        return EncodedCommandsObservation(_RecordCommand(Monitor(env)), self.encoder)
+
+    def train(
+        self,
+        env_fn: Callable[[], gym.Env],
+        reward=None,
+        run_dir: str | Path = "runs/text_ppo",
+        rng: np.random.Generator | None = None,
+        resume: bool = False,
+        cfg: Any = None,
+        **unused: Any,
+    ) -> dict[str, Any]:
+        """Train MaskablePPO on ``env_fn()`` envs; writes checkpoints, metrics.jsonl and result.json.
+
+        ``reward`` (a learned or LLM reward model) is not supported here yet: the env's reward is used and
+        a given reward model is an error rather than silently ignored.
+        """
+        from sb3_contrib import MaskablePPO
+
+        if reward is not None:
+            raise NotImplementedError(
+                "text PPO trains on the env reward only: use agents=gflownet for reward models, or"
+                " labelers=none"
+            )
+        rng = rng if rng is not None else np.random.default_rng(0)
+        if self.torch_threads:
+            torch.set_num_threads(int(self.torch_threads))
+        run_dir = Path(run_dir)
+        ckpt_dir = run_dir / "checkpoints"
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        vec = DummyVecEnv([lambda: self.wrap(env_fn()) for _ in range(self.n_envs)])
+        vec.seed(int(rng.integers(2**31)))
+        max_actions = int(vec.action_space.n)
+        latest = _latest_zip(ckpt_dir) if resume else None
+        if latest is not None:
+            self.model = MaskablePPO.load(latest, env=vec, device=self.device)
+        else:
+            self.model = MaskablePPO(
+                _policy_class(),
+                vec,
+                seed=int(rng.integers(2**31)),
+                device=self.device,
+                verbose=0,
+                policy_kwargs=dict(
+                    features_extractor_class=CommandScoringExtractor,
+                    features_extractor_kwargs=dict(max_actions=max_actions, dim=self.encoder.dim, hidden=self.hidden),
+                    net_arch=dict(pi=[], vf=[]),
+                    share_features_extractor=True,
+                ),
+                **self.ppo_kwargs,
+            )
+        log = _RolloutLog(run_dir / "metrics.jsonl", ckpt_dir, self.checkpoint_every)
+        log.last_ckpt = int(self.model.num_timesteps)
+        remaining = max(0, self.total_timesteps - int(self.model.num_timesteps))
+        try:
+            self.model.learn(remaining, callback=log, reset_num_timesteps=latest is None)
+        finally:
+            final = save_atomic(self.model, ckpt_dir / f"step_{self.model.num_timesteps}.zip")
+        vec.close()
+        env = self.wrap(env_fn())
+        evaluation = self.evaluate(env, rng, self.eval_episodes)
+        env.close()
+        result = {
+            "run_dir": str(run_dir),
+            "steps": int(self.model.num_timesteps),
+            "train_distinct_successes": len(log.successes),
+            "checkpoint": str(final),
+            **evaluation,
+        }
+        (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+        return result
+
+    def act(self, obs: np.ndarray, env: gym.Env, deterministic: bool = False) -> int:
+        """One action for an encoded observation, masked to the admissible commands."""
+        assert self.model is not None, "train() or load a model first"
+        action, _ = self.model.predict(obs, action_masks=env.action_masks(), deterministic=deterministic)
+        return int(action)
+
+    def evaluate(self, env: gym.Env, rng: np.random.Generator, episodes: int, deterministic: bool = False):
+        """Sample ``episodes`` from the policy: success rate and distinct successful command sequences."""
+        per_task: dict[str, set[tuple[str, ...]]] = {}
+        wins = []
+        for _ in range(episodes):
+            obs, info = env.reset(seed=int(rng.integers(2**31)))
+            trail, done = [], False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(self.act(obs, env, deterministic))
+                trail.append(info["last_command"])
+                done = terminated or truncated
+            task = str(info.get("task_id") or info.get("goal", ""))
+            per_task.setdefault(task, set())
+            wins.append(bool(info.get("won")))
+            if info.get("won"):
+                per_task[task].add(tuple(trail))
+        counts = [len(v) for v in per_task.values()]
+        return {
+            "eval_success_rate": float(np.mean(wins)) if wins else float("nan"),
+            "eval_distinct_successes_per_task": float(np.mean(counts)) if counts else 0.0,
+        }
+
+
+def _latest_zip(ckpt_dir: Path) -> Path | None:
+    found = [(int(p.stem[5:]), p) for p in ckpt_dir.glob("step_*.zip") if p.stem[5:].isdigit()]
+    return max(found)[1] if found else None
