@@ -45,7 +45,9 @@ def load_prompt(mode: str, goal: str = "default", prompt_dir: str | Path | None 
     name = {"text": "judge.txt", "logprob": "score.txt"}.get(mode)
     if name is None:
         raise ValueError(f"unknown judge mode {mode!r}: pass labelers.labeler.mode=logprob or mode=text")
-    return (root / name).read_text().replace("{goal}", goal_file.read_text().strip())
+    text = (root / name).read_text().replace("{goal}", goal_file.read_text().strip())
+    # the log-prob prompt must end right after "Progress:" so that the next token is the answer word
+    return text.rstrip() if mode == "logprob" else text
 
 
 def parse_label(answer: str) -> int:
