@@ -33,9 +33,7 @@ def make_pairs(n: int, rng: np.random.Generator, size: int) -> list[FragmentPair
 
 
 def timed_labels(server: StubVLMServer, pairs: list[FragmentPair], workers: int, cache: LabelCache):
-    labeler = VLMPreferenceLabeler(
-        model="stub-vlm", base_url=server.base_url, cache=cache, max_workers=workers
-    )
+    labeler = VLMPreferenceLabeler(model="stub-vlm", base_url=server.base_url, cache=cache, max_workers=workers)
     start = time.perf_counter()
     labels = labeler(pairs)
     elapsed = time.perf_counter() - start

@@ -7,9 +7,7 @@ from vlmrl.types import Fragment, FragmentPair
 
 def pairs_from_returns(r1, r2):
     return [
-        FragmentPair(
-            Fragment(env_rewards=np.array([a], np.float32)), Fragment(env_rewards=np.array([b], np.float32))
-        )
+        FragmentPair(Fragment(env_rewards=np.array([a], np.float32)), Fragment(env_rewards=np.array([b], np.float32)))
         for a, b in zip(r1, r2, strict=True)
     ]
 

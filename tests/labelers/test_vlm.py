@@ -25,9 +25,7 @@ def toy_pairs(n, seed=0, size=48):
 
 def make_labeler(server, cache, **kw):
     kw = {"max_workers": 8, "backoff_base": 0.01, "backoff_max": 0.05, "timeout": 2.0, **kw}
-    return VLMPreferenceLabeler(
-        model="stub-vlm", task="cloth_fold", base_url=server.base_url, cache=cache, **kw
-    )
+    return VLMPreferenceLabeler(model="stub-vlm", task="cloth_fold", base_url=server.base_url, cache=cache, **kw)
 
 
 @pytest.mark.parametrize(
@@ -57,9 +55,7 @@ def test_stub_sees_images_and_labels_are_cached_across_runs(tmp_path):
         first.close()
         assert [lab.value for lab in labels] == truth
         assert not any(lab.cached for lab in labels)
-        assert (
-            server.counts["stage1"] == 12 and server.counts["stage2"] == 12 and server.counts["images"] == 24
-        )
+        assert server.counts["stage1"] == 12 and server.counts["stage2"] == 12 and server.counts["images"] == 24
         assert "cloth score" in labels[0].raw and labels[0].source == "vlm:stub-vlm"
 
         calls_before = server.counts["total"]
@@ -77,9 +73,7 @@ def test_failing_stub_is_retried_parsed_and_cached(tmp_path):
     pairs, truth = toy_pairs(24, seed=1)
     failures = {"timeout": 0.1, "429": 0.2, "500": 0.1, "malformed": 0.15}
     with StubVLMServer(failures=failures, timeout_sleep=1.0, rng=np.random.default_rng(0)) as server:
-        labeler = make_labeler(
-            server, LabelCache(tmp_path / "c.sqlite"), timeout=0.3, max_retries=10, parse_retries=5
-        )
+        labeler = make_labeler(server, LabelCache(tmp_path / "c.sqlite"), timeout=0.3, max_retries=10, parse_retries=5)
         labels = labeler(pairs)
         for kind in ("timeout", "429", "500", "malformed"):
             assert server.counts[kind] > 0, kind
@@ -148,9 +142,7 @@ def test_configuration_errors_name_the_fix(monkeypatch):
             model="m", base_url="https://example.invalid/v1", api_key_env="VLMRL_TEST_KEY", cache_path=None
         )
     with pytest.raises(FileNotFoundError, match="cloth_fold"):
-        VLMPreferenceLabeler(
-            model="m", task="no_such_task", base_url="http://127.0.0.1:1/v1", cache_path=None
-        )
+        VLMPreferenceLabeler(model="m", task="no_such_task", base_url="http://127.0.0.1:1/v1", cache_path=None)
     with pytest.raises(ValueError, match="needs rendered frames"):
         VLMPreferenceLabeler(model="m", base_url="http://127.0.0.1:1/v1", cache_path=None)(
             [FragmentPair(Fragment(), Fragment())]

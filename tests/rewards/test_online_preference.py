@@ -140,3 +140,37 @@ def test_bad_configuration_is_refused(tmp_path):
     reward = OnlinePreferenceReward(SimulatedTeacher(), image_size=16)
     with pytest.raises(ValueError, match="rollout of 4 steps"):
         reward.observe_rollout([np.zeros((8, 8, 3), np.uint8)] * 3, np.zeros((4, 1)), np.zeros((4, 1)), 4)
+
+
+@pytest.mark.slow
+def test_train_job_with_the_teacher_on_cloth_fold_writes_labels_and_resumes(tmp_path, capsys):
+    from vlmrl.cli import main
+
+    common = [
+        "cloth_fold_teacher",
+        "envs.width=32",
+        "envs.height=32",
+        "envs.max_episode_steps=16",
+        "agents.n_envs=2",
+        "agents.n_steps=32",
+        "agents.batch_size=64",
+        "agents.n_epochs=1",
+        "agents.checkpoint_every=64",
+        "agents.progress_bar=false",
+        "labelers.image_size=32",
+        "labelers.label_every=64",
+        "labelers.queries_per_update=20",
+        "labelers.max_epochs=2",
+        f"run_dir={tmp_path / 'run'}",
+    ]
+    assert main(["train", *common, "agents.total_timesteps=128"]) == 0
+    run = Path(json.loads(capsys.readouterr().out)["run_dir"])
+    stats = json.loads((run / "labels" / "stats.json").read_text())
+    assert stats["labelers"]["teacher"]["queries"] == 40 and stats["updates"] == 2
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["pref_labels"] for r in rows] == [20.0, 40.0]  # one update per 64-step rollout
+    assert (run / "checkpoints" / "step_128" / "reward_model.pt").exists()
+
+    assert main(["train", *common, "agents.total_timesteps=192", "resume=true"]) == 0
+    stats = json.loads((run / "labels" / "stats.json").read_text())
+    assert stats["labelers"]["teacher"]["queries"] == 60 and stats["updates"] == 3  # counters carried over

@@ -58,9 +58,7 @@ class SimulatedTeacher(Labeler):
     ):
         beta = float(beta)
         if not beta > 0:
-            raise ValueError(
-                f"beta={beta}: rationality must be > 0 (use inf for a perfectly rational teacher)"
-            )
+            raise ValueError(f"beta={beta}: rationality must be > 0 (use inf for a perfectly rational teacher)")
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma={gamma}: myopia discount must be in (0, 1]")
         if not 0.0 <= eps <= 1.0:
@@ -68,9 +66,7 @@ class SimulatedTeacher(Labeler):
         if equal_threshold < 0:
             raise ValueError(f"equal_threshold={equal_threshold}: must be >= 0")
         if rng is None and (math.isfinite(beta) or eps > 0):
-            raise ValueError(
-                "a stochastic teacher (finite beta or eps > 0) needs rng=np.random.default_rng(seed)"
-            )
+            raise ValueError("a stochastic teacher (finite beta or eps > 0) needs rng=np.random.default_rng(seed)")
         self.beta, self.gamma, self.eps = beta, float(gamma), float(eps)
         self.skip_threshold = None if skip_threshold is None else float(skip_threshold)
         self.equal_threshold = float(equal_threshold)

@@ -216,9 +216,7 @@ class VLMPreferenceLabeler(Labeler):
         self.cache = cache
         self.max_workers = int(max_workers)
         self.limiter = (
-            endpoint_limiter(base_url or "openai", requests_per_second, burst)
-            if requests_per_second
-            else None
+            endpoint_limiter(base_url or "openai", requests_per_second, burst) if requests_per_second else None
         )
         self.max_retries, self.backoff_base, self.backoff_max = (
             int(max_retries),
@@ -317,9 +315,7 @@ class VLMPreferenceLabeler(Labeler):
         frames = []
         for frag in (pair.first, pair.second):
             if frag.frames is None or len(frag.frames) == 0:
-                raise ValueError(
-                    "fragment has no frames: the VLM labeler needs rendered frames uint8 (T, H, W, 3)"
-                )
+                raise ValueError("fragment has no frames: the VLM labeler needs rendered frames uint8 (T, H, W, 3)")
             frames.append(np.asarray(frag.frames[-1]))
         return frames[0], frames[1]
 

@@ -58,6 +58,7 @@ class OnlinePreferenceReward(RewardModel):
         recent_rollouts: how many past rollouts pairs are drawn from.
         max_epochs: cap on training epochs per update.
         target_acc: stop training an update once the training accuracy reaches this (RL-VLM-F: 0.97).
+        max_train_steps: cap on gradient steps per update (None: none); keeps an update's cost flat.
         seed: initial weights of the ensemble.
     """
 
@@ -82,6 +83,7 @@ class OnlinePreferenceReward(RewardModel):
         recent_rollouts: int = 2,
         max_epochs: int = 50,
         target_acc: float = 0.97,
+        max_train_steps: int | None = None,
         seed: int = 0,
         **_: Any,
     ):
@@ -98,19 +100,16 @@ class OnlinePreferenceReward(RewardModel):
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         if not isinstance(labeler, Labeler):
             if not callable(labeler):
-                raise TypeError(
-                    f"labeler must be a Labeler or a factory of one, got {type(labeler).__name__}"
-                )
+                raise TypeError(f"labeler must be a Labeler or a factory of one, got {type(labeler).__name__}")
             labeler = labeler(rng=np.random.default_rng(int(self.rng.integers(2**63))))
         self.labeler = labeler
         self.labeler_name = getattr(labeler, "name", type(labeler).__name__)
-        self.model = PreferenceRewardModel(
-            ensemble_size, image_size, lr, batch_size, device=device, seed=seed
-        )
+        self.model = PreferenceRewardModel(ensemble_size, image_size, lr, batch_size, device=device, seed=seed)
         self.label_every, self.queries_per_update = int(label_every), int(queries_per_update)
         self.max_labels, self.segment_length = int(max_labels), int(segment_length)
         self.sampling, self.candidate_factor = sampling, max(1, int(candidate_factor))
         self.max_epochs, self.target_acc = int(max_epochs), float(target_acc)
+        self.max_train_steps = None if max_train_steps is None else int(max_train_steps)
         self.recent: deque[dict[str, np.ndarray]] = deque(maxlen=int(recent_rollouts))
         self.labels_dir = None if run_dir is None else Path(run_dir) / "labels"
         if self.labels_dir is not None:
@@ -241,6 +240,7 @@ class OnlinePreferenceReward(RewardModel):
                 rng=self.rng,
                 max_epochs=self.max_epochs,
                 target_acc=self.target_acc,
+                max_steps=self.max_train_steps,
             )
         train_s = time.perf_counter() - t0
         self.updates += 1

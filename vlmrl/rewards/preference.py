@@ -89,9 +89,7 @@ class ImageRewardNet(nn.Module):
         return torch.tanh(self.head(self.conv(x))).squeeze(-1)
 
 
-def bradley_terry_loss(
-    return_first: torch.Tensor, return_second: torch.Tensor, target: torch.Tensor
-) -> torch.Tensor:
+def bradley_terry_loss(return_first: torch.Tensor, return_second: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Bradley-Terry cross-entropy: ``P(second > first) = sigmoid(R2 - R1)`` against ``target`` (1 = second).
 
     Args:
@@ -148,11 +146,7 @@ class PreferenceRewardModel(RewardModel, nn.Module):
     # ---- scoring -------------------------------------------------------------------------------------------
     def forward(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Per-member rewards with gradients: ``uint8 (N, H, W, 3)`` (or preprocessed) -> ``float (K, N)``."""
-        x = (
-            frames
-            if isinstance(frames, torch.Tensor)
-            else frames_to_tensor(frames, self.image_size, self.device)
-        )
+        x = frames if isinstance(frames, torch.Tensor) else frames_to_tensor(frames, self.image_size, self.device)
         return torch.stack([m(x) for m in self.members])
 
     def predict(self, batch: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -192,6 +186,7 @@ class PreferenceRewardModel(RewardModel, nn.Module):
         rng: np.random.Generator,
         max_epochs: int = 50,
         target_acc: float = 0.97,
+        max_steps: int | None = None,
     ) -> dict[str, float]:
         """Train every member on labeled pairs until its training accuracy reaches ``target_acc``.
 
@@ -202,19 +197,18 @@ class PreferenceRewardModel(RewardModel, nn.Module):
             rng: shuffles each member's minibatches independently (a cheap bootstrap).
             max_epochs: upper bound on passes over the data.
             target_acc: stop once an epoch's mean training accuracy reaches this (RL-VLM-F: 0.97).
+            max_steps: cap on gradient steps (None: no cap), so an update's cost stays flat as labels grow.
 
         Returns:
-            ``{"loss", "acc", "epochs", "pairs"}`` of the last epoch.
+            ``{"loss", "acc", "epochs", "steps", "pairs"}`` of the last (possibly partial) epoch.
         """
         with torch_threads(self.num_threads):
-            return self._fit(first, second, labels, rng, max_epochs, target_acc)
+            return self._fit(first, second, labels, rng, max_epochs, target_acc, max_steps)
 
-    def _fit(self, first, second, labels, rng, max_epochs, target_acc) -> dict[str, float]:
+    def _fit(self, first, second, labels, rng, max_epochs, target_acc, max_steps) -> dict[str, float]:
         n = len(labels)
         if not (len(first) == len(second) == n) or n == 0:
-            raise ValueError(
-                f"fit needs equally many first/second/labels (>0), got {len(first)}/{len(second)}/{n}"
-            )
+            raise ValueError(f"fit needs equally many first/second/labels (>0), got {len(first)}/{len(second)}/{n}")
         y = torch.as_tensor(np.asarray(labels, np.float32), device=self.device)
         xf = frames_to_tensor(first.reshape(-1, *first.shape[2:]), self.image_size, self.device)
         xs = frames_to_tensor(second.reshape(-1, *second.shape[2:]), self.image_size, self.device)
@@ -224,11 +218,14 @@ class PreferenceRewardModel(RewardModel, nn.Module):
         self.train()
         k = len(self.members)
         loss_sum = acc_sum = 0.0
-        epochs = 0
+        epochs = steps = seen = 0
         for epochs in range(1, max_epochs + 1):  # noqa: B007 (reported after the loop)
             perms = [rng.permutation(n) for _ in range(k)]
             loss_sum = correct = total = 0.0
+            seen = 0
             for start in range(0, n, self.batch_size):
+                if max_steps is not None and steps >= max_steps:
+                    break
                 loss = 0.0
                 for member, perm in zip(self.members, perms, strict=True):
                     idx = torch.as_tensor(perm[start : start + self.batch_size], device=self.device)
@@ -244,10 +241,18 @@ class PreferenceRewardModel(RewardModel, nn.Module):
                 loss.backward()
                 self.optimizer.step()
                 loss_sum += float(loss.detach()) / k * len(idx)
+                steps += 1
+                seen += len(idx)
             acc_sum = correct / max(total, 1.0)
-            if acc_sum >= target_acc:
+            if acc_sum >= target_acc or (max_steps is not None and steps >= max_steps):
                 break
-        return {"loss": loss_sum / n, "acc": acc_sum, "epochs": float(epochs), "pairs": float(n)}
+        return {
+            "loss": loss_sum / max(seen, 1),
+            "acc": acc_sum,
+            "epochs": float(epochs),
+            "steps": float(steps),
+            "pairs": float(n),
+        }
 
     # ---- active query selection ----------------------------------------------------------------------------
     def select_queries(
