@@ -33,9 +33,7 @@ def test_epic_canonicalize_hand_computed_three_states():
     # R[i, j] = r(x_j) with r = (0, 1, 2): canonical form is r - mean(r) on every row, for any gamma.
     R = np.tile([0.0, 1.0, 2.0], (3, 1))
     for gamma in (0.0, 0.5, 1.0):
-        np.testing.assert_allclose(
-            rq.epic_canonicalize(R, gamma), np.tile([-1.0, 0.0, 1.0], (3, 1)), atol=1e-12
-        )
+        np.testing.assert_allclose(rq.epic_canonicalize(R, gamma), np.tile([-1.0, 0.0, 1.0], (3, 1)), atol=1e-12)
     # A reward that reads the start state: R[i, j] = s_i with s = (0, 3, 6), gamma = 0.5.
     # row means: (0, 3, 6); grand mean 3. C[i, j] = s_i + .5 * s_j - s_i - .5 * 3 = .5 * s_j - 1.5.
     R2 = np.tile([[0.0], [3.0], [6.0]], (1, 3))
@@ -49,9 +47,7 @@ def test_epic_is_invariant_to_potential_shaping_where_pearson_is_not():
     base = rng.normal(size=(m, m))
     phi = rng.normal(size=m) * 5
     shaped = 2.5 * base + gamma * phi[None, :] - phi[:, None]  # R'(s, s') = a R + gamma phi(s') - phi(s)
-    np.testing.assert_allclose(
-        rq.epic_canonicalize(shaped, gamma), 2.5 * rq.epic_canonicalize(base, gamma), atol=1e-9
-    )
+    np.testing.assert_allclose(rq.epic_canonicalize(shaped, gamma), 2.5 * rq.epic_canonicalize(base, gamma), atol=1e-9)
     visited = np.stack([np.arange(m - 1), np.arange(1, m)], axis=1)
     assert rq.epic_distance_tabular(shaped, base, visited, gamma) == pytest.approx(0.0, abs=1e-7)
     raw = rq.pearson_distance(shaped[visited[:, 0], visited[:, 1]], base[visited[:, 0], visited[:, 1]])

@@ -29,6 +29,8 @@ def test_report_is_one_self_contained_page(run_dir):
     assert "moved together" in text and "Spearman 1.00" in text
     assert "1 unreadable line(s)" in text
     assert "labelers.model" in text and "vlmrl-tiny" in text
+    assert "reward from CLIPReward (vlmrl-tiny) for [&quot;a humanoid robot kneeling&quot;]" in text
+    assert "agents.total_timesteps" in text and "agents.gamma" in text
 
 
 def test_anti_correlated_rewards_are_called_out(tmp_path):
@@ -46,9 +48,7 @@ def test_preference_run_shows_labels_accuracy_cache_and_cost(preference_run_dir)
     assert ">0.12<" in section  # cost
     assert ">0.85<" in section  # vlm accuracy = 17 correct of 20 valid
     assert "Label accuracy vs ground-truth preferences" not in section or "<svg" in section
-    assert (
-        section.count("<svg") >= 2
-    )  # accuracy bars + labelling over training (label_accuracy, labels_total)
+    assert section.count("<svg") >= 2  # accuracy bars + labelling over training (label_accuracy, labels_total)
 
 
 def test_large_videos_are_linked_relative_and_survive_copying_the_folder(run_dir, tmp_path):

@@ -43,9 +43,7 @@ def _setup(cfg: DictConfig, ckpt: Path | None) -> dict[str, Any]:
         "episodes": cfg.episodes,
         "max_steps": cfg.max_steps,
     }
-    rows.update(
-        {f"labelers.{k}": v for k, v in lab.items() if isinstance(v, str | int | float | bool | list)}
-    )
+    rows.update({f"labelers.{k}": v for k, v in lab.items() if isinstance(v, str | int | float | bool | list)})
     rows.update({f"envs.{k}": v for k, v in env.items() if isinstance(v, str | int | float | bool)})
     return rows
 
@@ -75,9 +73,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             "choose a reward source, e.g. labelers=clip"
         )
     try:
-        state = (
-            Path(cfg.reward_state) if cfg.get("reward_state") else (ckpt.with_suffix("") if ckpt else None)
-        )
+        state = Path(cfg.reward_state) if cfg.get("reward_state") else (ckpt.with_suffix("") if ckpt else None)
         if state is not None and hasattr(reward, "load_state"):
             if state.is_dir():
                 reward.load_state(state)

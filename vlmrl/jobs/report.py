@@ -13,9 +13,7 @@ from vlmrl.report.run_report import write_report
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Write ``report.html``; returns its path (and the screenshot's, when asked for)."""
     if OmegaConf.is_missing(cfg, "run_dir") or not cfg.run_dir:
-        raise ValueError(
-            "which run? pass run_dir=runs/<name>/<timestamp> (or runs/<name> for its newest run)"
-        )
+        raise ValueError("which run? pass run_dir=runs/<name>/<timestamp> (or runs/<name> for its newest run)")
     page = write_report(
         cfg.run_dir,
         out=cfg.get("out"),

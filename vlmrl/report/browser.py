@@ -32,9 +32,7 @@ def find_chromium() -> str | None:
 def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     binary = find_chromium()
     if binary is None:
-        raise FileNotFoundError(
-            "no Chromium found; install it (apt-get install -y chromium) or set VLMRL_CHROMIUM"
-        )
+        raise FileNotFoundError("no Chromium found; install it (apt-get install -y chromium) or set VLMRL_CHROMIUM")
     with tempfile.TemporaryDirectory(prefix="vlmrl-chromium-") as profile:
         cmd = [
             binary,
@@ -56,9 +54,7 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
 def dump_dom(page: str | os.PathLike, budget_ms: int = 5000, timeout: float = 60.0, width: int = 1280) -> str:
     """The DOM after ``budget_ms`` of virtual time (media loaded, scripts run) in a ``width``-wide window."""
     url = Path(page).resolve().as_uri()
-    proc = _run(
-        [f"--virtual-time-budget={budget_ms}", f"--window-size={width},900", "--dump-dom", url], timeout
-    )
+    proc = _run([f"--virtual-time-budget={budget_ms}", f"--window-size={width},900", "--dump-dom", url], timeout)
     if proc.returncode != 0 or "<html" not in proc.stdout:
         raise RuntimeError(f"chromium --dump-dom failed (exit {proc.returncode}): {proc.stderr[-500:]}")
     return proc.stdout
@@ -103,6 +99,5 @@ def screenshot(
 def video_states(dom: str) -> list[str]:
     """The ``data-state`` of every ``<video>`` in a dumped DOM: ``loaded``, ``pending``, ``error:<code>``."""
     return [
-        (re.search(r'data-state="([^"]*)"', tag) or [None, "missing"])[1]
-        for tag in re.findall(r"<video\b[^>]*>", dom)
+        (re.search(r'data-state="([^"]*)"', tag) or [None, "missing"])[1] for tag in re.findall(r"<video\b[^>]*>", dom)
     ]

@@ -97,9 +97,7 @@ def _num_class(value: object) -> str:
 
 def key_value_table(rows: Iterable[tuple[str, object]]) -> str:
     """A two-column table of names and formatted values."""
-    body = "".join(
-        f'<tr><th>{esc(k)}</th><td class="{_num_class(v)}">{esc(fmt(v))}</td></tr>' for k, v in rows
-    )
+    body = "".join(f'<tr><th>{esc(k)}</th><td class="{_num_class(v)}">{esc(fmt(v))}</td></tr>' for k, v in rows)
     return f"<table>{body}</table>"
 
 
@@ -107,8 +105,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A table with a header row; numbers right-aligned."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f'<td class="{_num_class(c)}">{esc(fmt(c))}</td>' for c in row) + "</tr>"
-        for row in rows
+        "<tr>" + "".join(f'<td class="{_num_class(c)}">{esc(fmt(c))}</td>' for c in row) + "</tr>" for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 

@@ -57,12 +57,14 @@ def _twin_panel(ax, records, truth_key, model_key, truth_label, model_label, tit
         ax.plot(xt, yt, color=GROUND_TRUTH_COLOR, marker="o", ms=3, lw=1.8, label=truth_label)
     ax.set_ylabel(truth_label, color=GROUND_TRUTH_COLOR)
     ax.tick_params(axis="y", colors=GROUND_TRUTH_COLOR)
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.grid(alpha=0.3)
     if xm.size:
         ax2 = ax.twinx()
         ax2.plot(xm, ym, color=MODEL_COLOR, marker="s", ms=3, lw=1.8, ls="--", label=model_label)
         ax2.set_ylabel(model_label, color=MODEL_COLOR)
         ax2.tick_params(axis="y", colors=MODEL_COLOR)
+        ax2.ticklabel_format(axis="y", useOffset=False)  # tiny changes read as values, not "+7.09e1"
         lines = ax.get_lines() + ax2.get_lines()
         ax.legend(lines, [ln.get_label() for ln in lines], loc="upper left", fontsize=8, framealpha=0.8)
     return True
@@ -192,9 +194,7 @@ def extremes_png(
                 continue
             i = int(idx[col])
             if is_text:
-                ax.text(
-                    0.03, 0.95, _wrap(items[i], 24), va="top", ha="left", fontsize=7, transform=ax.transAxes
-                )
+                ax.text(0.03, 0.95, _wrap(items[i], 24), va="top", ha="left", fontsize=7, transform=ax.transAxes)
             else:
                 ax.imshow(items[i])
             loc = f"\n{where[i]}" if where is not None else ""

@@ -68,9 +68,7 @@ def collect_rollouts(
             ``step`` returns. Use a task metric here when the env publishes one.
     """
     if episodes < 1 or max_steps < 1:
-        raise ValueError(
-            f"need episodes >= 1 and max_steps >= 1, got episodes={episodes} max_steps={max_steps}"
-        )
+        raise ValueError(f"need episodes >= 1 and max_steps >= 1, got episodes={episodes} max_steps={max_steps}")
     env = env_fn()
     inputs, rewards, ep_ids, steps = [], [], [], []
     try:
@@ -267,8 +265,7 @@ def _page(result, model, roll: Rollouts, png: bytes, top, bottom, title: str) ->
             "Model vs ground truth",
             H.plot(
                 plots.scatter_svg(model, roll.env_rewards, roll.episode_ids),
-                "One dot per step, coloured by episode. "
-                "A reward that ranks like the ground truth rises left to right.",
+                "One dot per step, coloured by episode. A reward that ranks like the ground truth rises left to right.",
             ),
         ),
         H.section(
@@ -297,10 +294,7 @@ def _page(result, model, roll: Rollouts, png: bytes, top, bottom, title: str) ->
                 "Messages",
                 H.table(
                     ["row", "message", "model reward", "env reward"],
-                    [
-                        [which, str(roll.inputs[i]), float(model[i]), float(roll.env_rewards[i])]
-                        for which, i in rows
-                    ],
+                    [[which, str(roll.inputs[i]), float(model[i]), float(roll.env_rewards[i])] for which, i in rows],
                 ),
             )
         )

@@ -35,13 +35,9 @@ def _as_vector(x: np.ndarray, name: str) -> np.ndarray:
 def _check_pair(model: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = _as_vector(model, "model reward"), _as_vector(truth, "ground-truth reward")
     if a.shape != b.shape:
-        raise ValueError(
-            f"model and ground-truth rewards differ in length ({a.size} vs {b.size}); pass one value each"
-        )
+        raise ValueError(f"model and ground-truth rewards differ in length ({a.size} vs {b.size}); pass one value each")
     if a.size < 2:
-        raise ValueError(
-            "need at least 2 transitions to compare rewards; roll out more steps (episodes=, max_steps=)"
-        )
+        raise ValueError("need at least 2 transitions to compare rewards; roll out more steps (episodes=, max_steps=)")
     return a, b
 
 
@@ -163,9 +159,7 @@ def extreme_indices(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     return top, order[:k]
 
 
-def reward_agreement(
-    model: np.ndarray, truth: np.ndarray, episode_ids: np.ndarray | None = None
-) -> dict[str, float]:
+def reward_agreement(model: np.ndarray, truth: np.ndarray, episode_ids: np.ndarray | None = None) -> dict[str, float]:
     """All agreement numbers the evaluate-reward job reports, per transition and per episode.
 
     Returns:

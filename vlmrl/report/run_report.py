@@ -46,6 +46,17 @@ CONTRACT_KEYS = (
     "episodes",
 )
 LABEL_KEY_PATTERN = re.compile(r"label|acc|cache|cost|quer|budget|pref", re.IGNORECASE)
+AGENT_KEYS = (
+    "_target_",
+    "total_timesteps",
+    "n_envs",
+    "n_steps",
+    "gamma",
+    "learning_rate",
+    "env_reward_coef",
+    "model_reward_coef",
+    "episodes_per_iteration",
+)
 _STEP_VIDEO = re.compile(r"step_(\d+)\.mp4$")
 
 
@@ -111,14 +122,54 @@ def _values(records: list[dict], key: str) -> list[float]:
     return [v for v in (_num(r, key) for r in records) if v is not None]
 
 
-def _summary(records: list[dict], result: dict | None, bad_lines: int) -> str:
+def _task_sentence(cfg: dict | None) -> str:
+    """'Task: ..., reward from ...' read from the run's config, so the page says what was optimized."""
+    if not isinstance(cfg, dict):
+        return ""
+    parts = []
+    lab = cfg.get("labelers") if isinstance(cfg.get("labelers"), dict) else {}
+    env = cfg.get("envs") if isinstance(cfg.get("envs"), dict) else {}
+    if env.get("_target_"):
+        parts.append(f"Environment {str(env['_target_']).rsplit('.', 1)[-1]}")
+    if lab.get("_target_"):
+        what = str(lab["_target_"]).rsplit(".", 1)[-1]
+        if lab.get("model"):
+            what += f" ({lab['model']})"
+        goal = lab.get("goal_prompts") or lab.get("goal") or lab.get("task")
+        if goal:
+            what += f" for {json.dumps(goal)}"
+        if lab.get("baseline_prompts"):
+            what += f" against baseline {json.dumps(lab['baseline_prompts'])}"
+        if "alpha" in lab:
+            what += f", alpha {lab['alpha']}"
+        parts.append(f"reward from {what}")
+    else:
+        parts.append("trained on the environment's own reward")
+    return "; ".join(parts) + ". " if parts else ""
+
+
+def _load_config(run_dir: Path) -> dict | None:
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.to_container(OmegaConf.create(path.read_text(encoding="utf-8")), resolve=False)
+    except Exception:  # noqa: BLE001 - an unparseable config is reported in the config section
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def _summary(records: list[dict], result: dict | None, bad_lines: int, cfg: dict | None = None) -> str:
     """A few sentences saying what happened in the run, with the numbers a reader asks first."""
+    task = _task_sentence(cfg)
     if not records:
         text = "This run logged no training metrics yet (no metrics.jsonl or an empty one)."
         if result:
             text += " Its final result is shown below."
-        return f'<div class="summary"><p>{H.esc(text)}</p></div>'
-    sentences = []
+        return f'<div class="summary"><p>{H.esc(task + text)}</p></div>'
+    sentences = [task.strip()] if task else []
     steps = _num(records[-1], "step")
     times = _values(records, "time")
     if steps is not None:
@@ -126,9 +177,7 @@ def _summary(records: list[dict], result: dict | None, bad_lines: int) -> str:
         if times:
             seconds = times[-1] - times[0] if times[0] > 1e9 else times[-1]
             dur = f" over {seconds / 60:.1f} minutes of logged time" if seconds > 0 else ""
-        sentences.append(
-            f"Trained for {int(steps):,} environment steps in {len(records)} logged rollouts{dur}."
-        )
+        sentences.append(f"Trained for {int(steps):,} environment steps in {len(records)} logged rollouts{dur}.")
     gt, mo = _values(records, "ep_env_return_mean"), _values(records, "ep_model_return_mean")
     if not gt:
         gt, mo = _values(records, "env_reward_mean"), _values(records, "model_reward_mean")
@@ -141,9 +190,9 @@ def _summary(records: list[dict], result: dict | None, bad_lines: int) -> str:
             f"(best {max(gt):.4g}, change {gt[-1] - gt[0]:+.4g})."
         )
     if mo:
-        sentences.append(
-            f"Model {what}: {mo[0]:.4g} first, {mo[-1]:.4g} last (change {mo[-1] - mo[0]:+.4g})."
-        )
+        change = mo[-1] - mo[0]
+        flat = " -- it barely moved (under 1%)" if abs(change) < 0.01 * max(abs(mo[0]), 1e-12) else ""
+        sentences.append(f"Model {what}: {mo[0]:.4g} first, {mo[-1]:.4g} last (change {change:+.4g}){flat}.")
     paired = [
         (a, b)
         for a, b in ((_num(r, "ep_env_return_mean"), _num(r, "ep_model_return_mean")) for r in records)
@@ -162,18 +211,13 @@ def _summary(records: list[dict], result: dict | None, bad_lines: int) -> str:
                 verdict = "moved together: optimizing the model reward also improved the true task"
             elif rho <= -0.5:
                 verdict = (
-                    "moved in opposite directions: the policy may be exploiting the model reward "
-                    "(check the videos)"
+                    "moved in opposite directions: the policy may be exploiting the model reward (check the videos)"
                 )
             else:
                 verdict = "were largely unrelated over training"
-            sentences.append(
-                f"Across rollouts the model and ground-truth rewards {verdict} (Spearman {rho:.2f})."
-            )
+            sentences.append(f"Across rollouts the model and ground-truth rewards {verdict} (Spearman {rho:.2f}).")
     if bad_lines:
-        sentences.append(
-            f"{bad_lines} unreadable line(s) in metrics.jsonl were skipped (a crash mid-write?)."
-        )
+        sentences.append(f"{bad_lines} unreadable line(s) in metrics.jsonl were skipped (a crash mid-write?).")
     rows = [("rollouts logged", len(records))]
     if steps is not None:
         rows.append(("environment steps", int(steps)))
@@ -203,6 +247,8 @@ def _config_section(run_dir: Path) -> str:
             sub = cfg.get(group)
             if isinstance(sub, dict):
                 for k, v in sub.items():
+                    if group == "agents" and k not in AGENT_KEYS:
+                        continue  # the rest is in the full config below
                     short = isinstance(v, str | int | float | bool) or (
                         isinstance(v, list) and len(json.dumps(v)) <= 300
                     )
@@ -219,9 +265,7 @@ def _list_videos(run_dir: Path, max_videos: int) -> list[Path]:
         return []
     all_mp4 = sorted(vdir.glob("*.mp4"))
     final = [p for p in all_mp4 if p.name == "final.mp4"]
-    steps = sorted(
-        (p for p in all_mp4 if _STEP_VIDEO.search(p.name)), key=lambda p: int(_STEP_VIDEO.search(p.name)[1])
-    )
+    steps = sorted((p for p in all_mp4 if _STEP_VIDEO.search(p.name)), key=lambda p: int(_STEP_VIDEO.search(p.name)[1]))
     others = [p for p in all_mp4 if p not in final and p not in steps]
     room = max(0, max_videos - len(final))
     if len(steps) > room:
@@ -235,8 +279,7 @@ def _videos_section(run_dir: Path, out_dir: Path, max_videos: int, embed_video_m
     vids = _list_videos(run_dir, max_videos)
     if not vids:
         return (
-            '<p class="warn">No rollout videos in videos/ '
-            "(text envs have none; image runs write them at the end).</p>"
+            '<p class="warn">No rollout videos in videos/ (text envs have none; image runs write them at the end).</p>'
         )
     budget = embed_video_mb * 2**20
     parts = []
@@ -343,9 +386,7 @@ def _label_section(stats: dict, records: list[dict]) -> str:
     if names:
         parts.append(
             H.plot(
-                plots.bar_svg(
-                    names, accs, "accuracy", "Label accuracy vs ground-truth preferences", ylim=(0, 1.15)
-                ),
+                plots.bar_svg(names, accs, "accuracy", "Label accuracy vs ground-truth preferences", ylim=(0, 1.15)),
                 "Fraction of valid labels (unsure answers dropped) that agree with the preference the "
                 "ground-truth return implies. 0.5 is chance.",
             )
@@ -394,7 +435,7 @@ def write_report(
         f"<h1>Run report: {H.esc(name)}</h1>",
         f'<p class="meta">run folder <code>{H.esc(run.resolve())}</code> &middot; report written '
         f"{H.esc(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}</p>",
-        H.section("summary", "Summary", _summary(records, result, bad)),
+        H.section("summary", "Summary", _summary(records, result, bad, _load_config(run))),
     ]
     curves = plots.learning_curves_svg(records) if records else None
     body.append(
@@ -413,9 +454,7 @@ def write_report(
         )
     )
     body.append(
-        H.section(
-            "videos", "Rollout videos", _videos_section(run, out_path.parent, max_videos, embed_video_mb)
-        )
+        H.section("videos", "Rollout videos", _videos_section(run, out_path.parent, max_videos, embed_video_mb))
     )
     if stats is not None:
         body.append(H.section("labels", "Preference labels", _label_section(stats, records)))
@@ -424,8 +463,6 @@ def write_report(
     if svg:
         body.append(H.section("metrics", "Other logged metrics", H.plot(svg)))
     if result:
-        body.append(
-            H.section("result", "Final result (result.json)", H.key_value_table(sorted(result.items())))
-        )
+        body.append(H.section("result", "Final result (result.json)", H.key_value_table(sorted(result.items()))))
     body.append(H.section("config", "Configuration", _config_section(run)))
     return H.write_atomic(out_path, H.page(f"vlmrl run report: {name}", "\n".join(body)))
