@@ -80,12 +80,8 @@ def covered_area(positions: np.ndarray, triangles: np.ndarray, resolution: float
         t = np.where(qy != py, (y - py) / (qy - py), 0.0)
     x = p[..., 0][:, None, :] + t * (q[..., 0] - p[..., 0])[:, None, :]
     flat_edge = (py == y) & (qy == y)  # an edge lying on the row covers from p to q
-    x_lo = np.where(
-        crosses, np.where(flat_edge, np.minimum(p[..., 0], q[..., 0])[:, None, :], x), np.inf
-    ).min(-1)
-    x_hi = np.where(
-        crosses, np.where(flat_edge, np.maximum(p[..., 0], q[..., 0])[:, None, :], x), -np.inf
-    ).max(-1)
+    x_lo = np.where(crosses, np.where(flat_edge, np.minimum(p[..., 0], q[..., 0])[:, None, :], x), np.inf).min(-1)
+    x_hi = np.where(crosses, np.where(flat_edge, np.maximum(p[..., 0], q[..., 0])[:, None, :], x), -np.inf).max(-1)
     first = np.ceil(x_lo - 1e-9)  # (T, R) first and last covered column (absolute lattice index)
     last = np.floor(x_hi + 1e-9)
     ok = last >= first
@@ -190,9 +186,7 @@ class ClothEnv(TabletopEnv):
         """Place every vertex by hand (zero velocity), optionally let physics settle; for resets and tests."""
         positions = np.asarray(positions, dtype=np.float64)
         if positions.shape != (self.n * self.n, 3) or not np.all(np.isfinite(positions)):
-            raise ValueError(
-                f"positions must be finite with shape ({self.n * self.n}, 3), got {positions.shape}"
-            )
+            raise ValueError(f"positions must be finite with shape ({self.n * self.n}, 3), got {positions.shape}")
         offsets = positions - self._vertex_pos0
         for axis in range(3):
             self.data.qpos[self._vertex_qpos + axis] = offsets[:, axis]
@@ -330,7 +324,7 @@ class _PickPlacePolicy(ScriptedPolicy):
     hover_height = 0.05
     lift_height = 0.1
     place_height = 0.02
-    tolerance = 0.008
+    tolerance = 0.015
 
     def reset(self) -> None:
         """Plan anew."""
@@ -432,7 +426,7 @@ class ScriptedFoldPolicy(_PickPlacePolicy):
 class ScriptedSpreadPolicy(_PickPlacePolicy):
     """Expert for :class:`ClothSpreadEnv`: move the boundary vertex farthest from its flat pose back to it.
 
-    Repeats until the cloth covers ``stop_coverage`` of its area or ``max_moves`` moves were made.
+    Repeats until the covered fraction clears ``success_threshold + margin`` or ``max_moves`` moves were made.
 
     Args:
         env: a :class:`ClothSpreadEnv` (wrappers allowed).
@@ -442,10 +436,9 @@ class ScriptedSpreadPolicy(_PickPlacePolicy):
     """
 
     place_height = 0.01
+    margin = 0.01  # stop once the coverage clears the success threshold by this much
 
-    def __init__(
-        self, env: gym.Env, noise: float = 0.0, rng: np.random.Generator | None = None, max_moves: int = 5
-    ):
+    def __init__(self, env: gym.Env, noise: float = 0.0, rng: np.random.Generator | None = None, max_moves: int = 5):
         super().__init__(env, noise, rng)
         if not isinstance(self.env, ClothSpreadEnv):
             raise TypeError(f"ScriptedSpreadPolicy needs a ClothSpreadEnv, got {type(self.env).__name__}")
@@ -462,14 +455,14 @@ class ScriptedSpreadPolicy(_PickPlacePolicy):
 
     def _next_pick(self):
         env = self.env
-        if self._moves >= self.max_moves or env.gt_metric() >= env.success_threshold + 0.04:
+        coverage = env.gt_metric()
+        if self._moves >= self.max_moves or coverage >= env.success_threshold + self.margin:
             return None
-        error = np.linalg.norm(
-            env.cloth_positions[self._boundary, :2] - env.reset_positions[self._boundary, :2], axis=1
-        )
+        targets = env.reset_positions
+        error = np.linalg.norm(env.cloth_positions[self._boundary, :2] - targets[self._boundary, :2], axis=1)
         k = self._boundary[int(np.argmax(error))]
         self._moves += 1
-        return int(k), env.reset_positions[k]
+        return int(k), targets[k]
 
 
 def _check_episode_steps(max_episode_steps: int) -> None:
