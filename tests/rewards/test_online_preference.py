@@ -174,3 +174,40 @@ def test_train_job_with_the_teacher_on_cloth_fold_writes_labels_and_resumes(tmp_
     assert main(["train", *common, "agents.total_timesteps=192", "resume=true"]) == 0
     stats = json.loads((run / "labels" / "stats.json").read_text())
     assert stats["labelers"]["teacher"]["queries"] == 60 and stats["updates"] == 3  # counters carried over
+
+
+@pytest.mark.slow
+def test_train_job_with_the_vlm_labeler_pays_each_label_once(tmp_path, capsys, monkeypatch):
+    """cloth_fold_rlvlmf against the local stub endpoint; the same run repeated makes zero endpoint calls."""
+    from vlmrl.cli import main
+
+    monkeypatch.setenv("VLMRL_LABEL_CACHE", str(tmp_path / "labels.sqlite"))
+    with StubVLMServer() as server:
+        common = [
+            "cloth_fold_rlvlmf",
+            f"labelers.labeler.base_url={server.base_url}",
+            "envs.width=64",
+            "envs.height=64",
+            "envs.max_episode_steps=16",
+            "agents.total_timesteps=128",
+            "agents.n_envs=2",
+            "agents.n_steps=32",
+            "agents.batch_size=64",
+            "agents.n_epochs=1",
+            "agents.checkpoint_every=128",
+            "agents.progress_bar=false",
+            "labelers.image_size=32",
+            "labelers.label_every=64",
+            "labelers.queries_per_update=10",
+            "labelers.max_epochs=2",
+        ]
+        assert main(["train", *common, f"run_dir={tmp_path / 'a'}"]) == 0
+        first_calls = server.counts["stage1"]
+        stats = json.loads((tmp_path / "a" / "labels" / "stats.json").read_text())
+        vlm = stats["labelers"]["vlm:gpt-4o"]
+        assert vlm["queries"] == 20 and 0 < first_calls <= 20 and vlm["endpoint"]["api_calls"] >= 2 * first_calls
+        assert main(["train", *common, f"run_dir={tmp_path / 'b'}"]) == 0
+        assert server.counts["stage1"] == first_calls  # same seed, same frames: every label from the cache
+        again = json.loads((tmp_path / "b" / "labels" / "stats.json").read_text())["labelers"]["vlm:gpt-4o"]
+        assert again["queries"] == 20 and again["endpoint"].get("api_calls", 0) == 0
+    capsys.readouterr()

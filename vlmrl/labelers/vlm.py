@@ -267,6 +267,8 @@ class VLMPreferenceLabeler(Labeler):
             a, b = self._frames(pair)
             if a.shape == b.shape and np.array_equal(a, b):
                 out[i] = Label(-1, source=self.name, raw="identical images")
+                with self._lock:
+                    self.stats["identical"] += 1
                 continue
             key = LabelCache.key("rlvlmf", self.model, self.template, [a, b])
             if key in todo:
