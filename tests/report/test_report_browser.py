@@ -39,3 +39,35 @@ def test_missing_chromium_is_a_clear_error(monkeypatch, tmp_path):
     assert browser.find_chromium() is None
     with pytest.raises(FileNotFoundError, match="apt-get install -y chromium"):
         browser.dump_dom(tmp_path / "x.html")
+
+
+@pytest.mark.slow
+def test_report_of_a_real_training_run(tmp_path, capsys):
+    """Train a few PPO rollouts on humanoid with the tiny CLIP reward, then open its report in Chromium."""
+    pytest.importorskip("open_clip")
+    from vlmrl import cli
+
+    args = [
+        "train",
+        "experiments=humanoid_kneel",
+        "labelers.model=vlmrl-tiny",
+        "agents.total_timesteps=768",
+        "agents.n_envs=2",
+        "agents.n_steps=128",
+        "agents.batch_size=128",
+        "agents.progress_bar=false",
+        "envs.width=64",
+        "envs.height=64",
+        f"runs_root={tmp_path}",
+    ]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert cli.main(["report", f"run_dir={tmp_path / 'humanoid_kneel'}", "screenshot=true"]) == 0
+    (run,) = (tmp_path / "humanoid_kneel").iterdir()
+    text = (run / "report.html").read_text()
+    assert "Trained for 768 environment steps in 3 logged rollouts" in text
+    assert "reward from CLIPReward (vlmrl-tiny)" in text
+    dom = browser.dump_dom(run / "report.html")
+    assert browser.video_states(dom) == ["loaded"]  # final.mp4 from the lead's video writer plays
+    img = np.asarray(Image.open(run / "report.png").convert("RGB"))
+    assert img.shape[1] == 1280 and img.shape[0] > 1500 and img.std() > 20

@@ -182,7 +182,7 @@ def extremes_png(
     """
     k = max(len(top), len(bottom), 1)
     is_text = isinstance(items[0], str)
-    fig = Figure(figsize=(2.3 * k, 5.4 if not is_text else 4.0))
+    fig = Figure(figsize=(2.3 * k, 6.4 if not is_text else 4.6))
     axes = np.atleast_2d(fig.subplots(2, k, squeeze=False))
     for row, (idx, label) in enumerate(((top, "highest model reward"), (bottom, "lowest model reward"))):
         for col in range(k):

@@ -444,7 +444,8 @@ def write_report(
             "Learning curves",
             H.plot(
                 curves,
-                "Blue (solid, left axis): the environment's own reward, the task we actually care about. "
+                "Blue (solid, left axis): the environment's own reward, logged as ground truth (for tasks given only "
+                "by a prompt, such as humanoid poses, it is the env's default reward, not a score of the pose). "
                 "Red (dashed, right axis): the learned or zero-shot reward the agent optimized. "
                 "The axes differ "
                 "in scale on purpose; what matters is whether the two rise together.",
