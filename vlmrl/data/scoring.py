@@ -138,9 +138,13 @@ def score_local(
 class RewardActor:
     """Ray Data stateful actor: holds one reward model and the shared inputs, scores batches of row indices."""
 
-    def __init__(self, reward: RewardModel, inputs):
+    def __init__(self, reward: RewardModel, inputs, torch_threads: int | None = None):
         import ray
 
+        if torch_threads is not None:  # one actor per CPU: avoid oversubscribing the node
+            import torch
+
+            torch.set_num_threads(torch_threads)
         self.reward = ray.get(reward) if isinstance(reward, ray.ObjectRef) else reward
         self.inputs = ray.get(inputs) if isinstance(inputs, ray.ObjectRef) else inputs
 
@@ -180,7 +184,11 @@ def score_ray(
         ds = ray.data.from_numpy(np.array_split(rows, min(blocks, len(rows)))).rename_columns({"data": "row"})
         ds = ds.map_batches(
             RewardActor,
-            fn_constructor_kwargs={"reward": ray.put(reward), "inputs": ray.put(np.asarray(inputs))},
+            fn_constructor_kwargs={
+                "reward": ray.put(reward),
+                "inputs": ray.put(np.asarray(inputs)),
+                "torch_threads": max(1, int(cpus_per_actor)),
+            },
             batch_size=batch_size,
             concurrency=num_actors,
             num_cpus=cpus_per_actor,
