@@ -115,3 +115,41 @@ def test_annotation_server_stats_are_flattened_and_examples_listed(run_dir):
     section = section[: section.index("</section>")]
     assert "cache hit rate" in section and ">0.4<" in section and "server.queue" in section
     assert "labels_known" in section and "You find a hidden passage." in section
+
+
+def test_online_preference_stats_schema(run_dir):
+    import json
+
+    (run_dir / "labels").mkdir()
+    (run_dir / "labels" / "stats.json").write_text(
+        json.dumps(
+            {
+                "labelers": {
+                    "vlm:stub": {
+                        "queries": 40,
+                        "valid": 36,
+                        "correct": 30,
+                        "judged": 32,
+                        "cached": 8,
+                        "label_acc": None,
+                        "endpoint": {"api_calls": 25, "cache_hits": 8},
+                    }
+                },
+                "dataset_pairs": 36,
+                "updates": 2,
+                "history": [
+                    {"step": 512, "update": 1, "label_acc": 0.8, "train_loss": 0.6},
+                    {"step": 1024, "update": 2, "label_acc": 0.9, "train_loss": 0.4},
+                ],
+            }
+        )
+    )
+    text = write_report(run_dir).read_text()
+    section = text[text.index('<section id="labels">') :]
+    section = section[: section.index("</section>")]
+    assert ">0.9375<" in section  # accuracy = 30 correct of 32 judged
+    assert ">0.2<" in section  # cache hit rate = 8 of 40 labels
+    assert 'labels spent (paid endpoint calls)</th><td class="num">25<' in section
+    assert "not recorded" in section  # no cost in these stats
+    assert "Per reward-model update" in section and section.count("<svg") >= 2
+    assert "dataset_pairs" in section and '"history"' not in section

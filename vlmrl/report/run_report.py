@@ -300,21 +300,87 @@ def _videos_section(run_dir: Path, out_dir: Path, max_videos: int, embed_video_m
     return f'<div class="videos">{"".join(parts)}</div><p class="caption">{H.esc(cap)}</p>'
 
 
+def _first(d: dict, *keys: str):
+    """The first of ``keys`` that ``d`` has with a non-None value."""
+    for k in keys:
+        if d.get(k) is not None:
+            return d[k]
+    return None
+
+
+def _labeler_rows(labelers) -> list[dict]:
+    """One normalized dict per labeler, whichever of the accepted spellings the stats use."""
+    if isinstance(labelers, list):
+        labelers = {str(d.get("name", i)): d for i, d in enumerate(labelers) if isinstance(d, dict)}
+    rows = []
+    for name, d in (labelers or {}).items():
+        if not isinstance(d, dict):
+            continue
+        endpoint = d.get("endpoint") if isinstance(d.get("endpoint"), dict) else {}
+        labels = _first(d, "labels", "queries")
+        valid, correct = d.get("valid"), d.get("correct")
+        acc = _first(d, "accuracy", "label_acc")
+        denominator = _first(d, "judged", "valid")
+        if acc is None and correct is not None and denominator:
+            acc = correct / denominator
+        hits = _first(d, "cache_hits", "cached")
+        if hits is None:
+            hits = endpoint.get("cache_hits")
+        paid = _first(d, "paid", "api_calls")
+        if paid is None:
+            paid = endpoint.get("api_calls")
+        rows.append(
+            {
+                "name": name,
+                "labels": labels,
+                "valid": valid,
+                "correct": correct,
+                "accuracy": acc,
+                "cache_hits": hits,
+                "paid": paid,
+                "cost_usd": d.get("cost_usd"),
+            }
+        )
+    return rows
+
+
+def _sum(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if isinstance(r[key], int | float)]
+    return sum(vals) if vals else None
+
+
 def _label_section(stats: dict, records: list[dict]) -> str:
+    """Labels spent, accuracy against the ground truth per labeler, cache hit rate and cost."""
     parts = []
-    rows: list[tuple[str, object]] = []
-    for key in ("labels_spent", "labels_total", "budget", "cache_hits", "cache_misses"):
-        if key in stats:
-            rows.append((key.replace("_", " "), stats[key]))
+    labelers = _labeler_rows(stats.get("labelers"))
     server = stats.get("server") if isinstance(stats.get("server"), dict) else {}
-    hit_rate = stats.get("cache_hit_rate", server.get("cache_hit_rate"))
-    if hit_rate is None and isinstance(stats.get("cache_hits"), int | float):
-        total = stats.get("cache_hits", 0) + stats.get("cache_misses", 0)
-        hit_rate = stats["cache_hits"] / total if total else None
-    if isinstance(hit_rate, int | float):
-        rows.append(("cache hit rate", float(hit_rate)))
-    if "cost_usd" in stats:
-        rows.append(("cost (USD)", float(stats["cost_usd"])))
+    total = _first(stats, "labels_total") or _sum(labelers, "labels")
+    hits = _first(stats, "cache_hits")
+    if hits is None:
+        hits = _sum(labelers, "cache_hits")
+    spent = _first(stats, "labels_spent")
+    if spent is None:
+        spent = _sum(labelers, "paid")
+    if spent is None and total is not None and hits is not None:
+        spent = total - hits
+    hit_rate = _first(stats, "cache_hit_rate") or server.get("cache_hit_rate")
+    if hit_rate is None and hits is not None:
+        lookups = hits + stats["cache_misses"] if "cache_misses" in stats else total
+        hit_rate = hits / lookups if lookups else None
+    cost = _first(stats, "cost_usd")
+    if cost is None:
+        cost = _sum(labelers, "cost_usd")
+    rows: list[tuple[str, object]] = []
+    for label, value in (
+        ("labels used", total),
+        ("labels spent (paid endpoint calls)", spent),
+        ("budget", stats.get("budget")),
+        ("cache hits", hits),
+        ("cache hit rate", None if hit_rate is None else float(hit_rate)),
+    ):
+        if value is not None:
+            rows.append((label, value))
+    rows.append(("cost (USD)", float(cost) if cost is not None else "not recorded"))
     known = {
         "labels_spent",
         "labels_total",
@@ -325,6 +391,7 @@ def _label_section(stats: dict, records: list[dict]) -> str:
         "cost_usd",
         "labelers",
         "examples",
+        "history",
     }
     for k, v in stats.items():
         if k in known:
@@ -333,42 +400,11 @@ def _label_section(stats: dict, records: list[dict]) -> str:
             rows.append(("written", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v))))
         elif isinstance(v, dict):  # one level of nesting, e.g. the annotation server's own counters
             rows += [(f"{k}.{k2}", v2) for k2, v2 in v.items() if not isinstance(v2, dict | list)]
-        else:
+        elif not isinstance(v, list) or len(json.dumps(v)) <= 300:
             rows.append((k, v))
     parts.append(H.key_value_table(rows))
-    examples = stats.get("examples")
-    if isinstance(examples, dict) and examples:
-        parts.append(
-            "<details><summary>example labels</summary>"
-            + H.table(["observation", "label"], list(examples.items())[:30])
-            + "</details>"
-        )
 
-    labelers = stats.get("labelers") or {}
-    if isinstance(labelers, list):
-        labelers = {str(d.get("name", i)): d for i, d in enumerate(labelers) if isinstance(d, dict)}
-    names, accs, table_rows = [], [], []
-    for name, d in labelers.items():
-        if not isinstance(d, dict):
-            continue
-        acc = d.get("accuracy")
-        if acc is None and d.get("valid"):
-            acc = d.get("correct", 0) / d["valid"]
-        table_rows.append(
-            [
-                name,
-                d.get("labels", ""),
-                d.get("valid", ""),
-                d.get("correct", ""),
-                "" if acc is None else float(acc),
-                d.get("cache_hits", ""),
-                d.get("cost_usd", ""),
-            ]
-        )
-        if acc is not None:
-            names.append(name)
-            accs.append(float(acc))
-    if table_rows:
+    if labelers:
         parts.append(
             H.table(
                 [
@@ -378,23 +414,56 @@ def _label_section(stats: dict, records: list[dict]) -> str:
                     "correct",
                     "accuracy vs ground truth",
                     "cache hits",
+                    "paid calls",
                     "cost (USD)",
                 ],
-                table_rows,
+                [
+                    [
+                        r["name"],
+                        *(
+                            "" if r[k] is None else r[k]
+                            for k in ("labels", "valid", "correct", "accuracy", "cache_hits", "paid", "cost_usd")
+                        ),
+                    ]
+                    for r in labelers
+                ],
             )
         )
-    if names:
+    scored = [r for r in labelers if isinstance(r["accuracy"], int | float) and math.isfinite(r["accuracy"])]
+    if scored:
+        svg = plots.bar_svg(
+            [r["name"] for r in scored],
+            [float(r["accuracy"]) for r in scored],
+            "accuracy",
+            "Label accuracy vs ground-truth preferences",
+            ylim=(0, 1.15),
+        )
         parts.append(
             H.plot(
-                plots.bar_svg(names, accs, "accuracy", "Label accuracy vs ground-truth preferences", ylim=(0, 1.15)),
-                "Fraction of valid labels (unsure answers dropped) that agree with the preference the "
-                "ground-truth return implies. 0.5 is chance.",
+                svg,
+                "Fraction of valid labels (unsure answers dropped) that agree with the preference "
+                "the ground-truth return implies. 0.5 is chance.",
             )
         )
+    history = (
+        [h for h in stats.get("history", []) if isinstance(h, dict)] if isinstance(stats.get("history"), list) else []
+    )
+    if history:
+        keys = [k for k in _numeric_keys(history) if k not in ("update",)]
+        svg = plots.metric_grid_svg(history, keys, "Per reward-model update (labels/stats.json history)")
+        if svg:
+            parts.append(H.plot(svg))
     keys = [k for k in _numeric_keys(records) if LABEL_KEY_PATTERN.search(k)]
-    svg = plots.metric_grid_svg(records, keys, "Labelling over training")
+    svg = plots.metric_grid_svg(records, keys, "Labelling over training (metrics.jsonl)")
     if svg:
         parts.append(H.plot(svg))
+    examples = stats.get("examples")
+    if isinstance(examples, dict) and examples:
+        parts.append(
+            "<details><summary>example labels</summary>"
+            + H.table(["observation", "label"], list(examples.items())[:30])
+            + "</details>"
+        )
     return "".join(parts)
 
 
