@@ -223,5 +223,7 @@ def _collect_part(env, mixture, component, seeds, start, count, expert_fn, keep_
 
 
 def remove_parts(work_dir: str | Path) -> None:
-    """Delete the resumable parts once the final dataset is written."""
+    """Delete the resumable parts (and the work folder, if nothing else is in it) once the dataset is written."""
     shutil.rmtree(Path(work_dir) / "parts", ignore_errors=True)
+    if Path(work_dir).is_dir() and not any(Path(work_dir).iterdir()):
+        Path(work_dir).rmdir()

@@ -1,0 +1,37 @@
+import json
+
+import numpy as np
+
+from vlmrl.cli import compose
+from vlmrl.data import load_dataset
+from vlmrl.jobs import collect as collect_job
+from vlmrl.jobs import relabel as relabel_job
+
+
+def test_collect_then_relabel_jobs_from_the_push_offline_experiment(tmp_path):
+    raw, out = tmp_path / "raw.h5", tmp_path / "relabeled.h5"
+    small_env = ["envs.max_episode_steps=8", "envs.width=32", "envs.height=32"]
+    cfg = compose("collect", ["experiments=push_offline", f"collect.out={raw}", "collect.episodes=5", *small_env])
+    summary = collect_job.main(cfg)
+    assert summary["episodes"] == 5 and summary["transitions"] == 40
+    assert raw.exists() and (tmp_path / "raw.summary.json").exists() and not (tmp_path / "raw.h5.work").exists()
+    data = load_dataset(raw)
+    assert data.metadata["task"] == "push the block onto the goal marker"
+    assert data.frames.shape == (40, 32, 32, 3)
+
+    overrides = ["experiments=push_offline", f"relabel.dataset={raw}", f"relabel.out={out}", "relabel.pairs=40",
+                 "relabel.fit.max_epochs=2", "relabel.reward.image_size=16", "relabel.reward.ensemble_size=1"]
+    report = relabel_job.main(compose("relabel", overrides))
+    assert report["labels"]["paid"] == 40
+    assert {"spearman", "epic", "episode_spearman"} <= set(report["agreement"])
+    relabeled = load_dataset(out)
+    assert relabeled.frames is None  # the experiment drops frames from the relabeled copy
+    np.testing.assert_array_equal(relabeled.infos["env_reward"], data.rewards)
+    assert relabeled.metadata["relabeled_from"] == str(raw)
+    with np.load(tmp_path / "relabeled.labels.npz") as labels:
+        assert labels["first"].shape == (40, 1) and set(np.unique(labels["labels"])) <= {-1, 0, 1}
+    assert json.loads((tmp_path / "relabeled.report.json").read_text())["out"] == str(out)
+
+    again = relabel_job.main(compose("relabel", overrides))  # same command after a crash: nothing is paid twice
+    assert again["labels"]["paid"] == 0 and again["labels"]["cached"] == 40
+    np.testing.assert_allclose(load_dataset(out).rewards, relabeled.rewards, rtol=1e-6)
