@@ -109,7 +109,8 @@ class ClothEnv(TabletopEnv):
         self_collision: let the cloth collide with itself (about half the speed; folds render as layers).
         init_shift: largest random shift (metres) of the cloth centre at reset.
         init_yaw: largest random rotation (radians) of the cloth at reset.
-        **kwargs: :class:`TabletopEnv` arguments (``width``, ``height``, ``camera``, ``frame_skip`` ...).
+        **kwargs: :class:`TabletopEnv` arguments (``width``, ``height``, ``camera`` ...); cloth defaults
+            are ``timestep=0.005``, ``frame_skip=10``.
     """
 
     radius = 0.005
@@ -136,6 +137,10 @@ class ClothEnv(TabletopEnv):
         self.spacing = self.size / (n - 1)
         self.self_collision = bool(self_collision)
         self.init_shift, self.init_yaw = float(init_shift), float(init_yaw)
+        # 5 ms Euler steps are stable for the 9x9 grid (random grasp-and-yank stress tests: no divergence,
+        # edges stretch <= 1.2x, as at 2 ms) and make env steps ~3x faster than 2 ms x 25; control stays 20 Hz.
+        kwargs.setdefault("timestep", 0.005)
+        kwargs.setdefault("frame_skip", 10)
         super().__init__(**kwargs)
         bodies = [self.model.body(f"cloth_{k}") for k in range(n * n)]
         self._vertex_bodies = np.array([b.id for b in bodies], dtype=np.int64)
