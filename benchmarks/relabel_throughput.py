@@ -37,8 +37,15 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        local = score_dataset(model, frames, f"{tmp}/local", "bench", backend="local",
-                              shard_size=args.shard_size, batch_size=args.batch_size)
+        local = score_dataset(
+            model,
+            frames,
+            f"{tmp}/local",
+            "bench",
+            backend="local",
+            shard_size=args.shard_size,
+            batch_size=args.batch_size,
+        )
         local_s = time.perf_counter() - t0
         rows.append(("local", f"1 process, {torch.get_num_threads()} torch threads", local_s, args.frames / local_s))
 
@@ -49,13 +56,22 @@ def main() -> None:
         init_s = time.perf_counter() - t0
         try:
             t0 = time.perf_counter()
-            remote = score_dataset(model, frames, f"{tmp}/ray", "bench", backend="ray", shard_size=args.shard_size,
-                                   batch_size=args.batch_size, num_actors=args.cpus)
+            remote = score_dataset(
+                model,
+                frames,
+                f"{tmp}/ray",
+                "bench",
+                backend="ray",
+                shard_size=args.shard_size,
+                batch_size=args.batch_size,
+                num_actors=args.cpus,
+            )
             ray_s = time.perf_counter() - t0
         finally:
             ray.shutdown()
-        rows.append(("ray", f"{args.cpus} actors x 1 torch thread (init {init_s:.1f}s not counted)", ray_s,
-                     args.frames / ray_s))
+        rows.append(
+            ("ray", f"{args.cpus} actors x 1 torch thread (init {init_s:.1f}s not counted)", ray_s, args.frames / ray_s)
+        )
     max_diff = float(np.abs(remote - local).max())
 
     print(f"{'backend':8s} {'setup':52s} {'seconds':>8s} {'transitions/s':>14s}")

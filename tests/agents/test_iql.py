@@ -34,8 +34,14 @@ def one_torch_thread():
 
 
 def test_iql_job_trains_three_variants_evaluates_and_resumes(relabeled_file, tmp_path):
-    agent = IQLAgent(dataset=str(relabeled_file / "relabeled.h5"), steps=20, bc_steps=10, steps_per_epoch=10,
-                     batch_size=32, eval_episodes=2)
+    agent = IQLAgent(
+        dataset=str(relabeled_file / "relabeled.h5"),
+        steps=20,
+        bc_steps=10,
+        steps_per_epoch=10,
+        batch_size=32,
+        eval_episodes=2,
+    )
     result = agent.train(env_fn=push_env, run_dir=tmp_path, rng=np.random.default_rng(0))
     assert set(result["variants"]) == {"iql", "bc", "iql_gt"}
     for name, row in result["variants"].items():

@@ -19,8 +19,15 @@ def test_collect_then_relabel_jobs_from_the_push_offline_experiment(tmp_path):
     assert data.metadata["task"] == "push the block onto the goal marker"
     assert data.frames.shape == (40, 32, 32, 3)
 
-    overrides = ["experiments=push_offline", f"relabel.dataset={raw}", f"relabel.out={out}", "relabel.pairs=40",
-                 "relabel.fit.max_epochs=2", "relabel.reward.image_size=16", "relabel.reward.ensemble_size=1"]
+    overrides = [
+        "experiments=push_offline",
+        f"relabel.dataset={raw}",
+        f"relabel.out={out}",
+        "relabel.pairs=40",
+        "relabel.fit.max_epochs=2",
+        "relabel.reward.image_size=16",
+        "relabel.reward.ensemble_size=1",
+    ]
     report = relabel_job.main(compose("relabel", overrides))
     assert report["labels"]["paid"] == 40
     assert {"spearman", "epic", "episode_spearman"} <= set(report["agreement"])

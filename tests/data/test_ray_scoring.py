@@ -18,8 +18,9 @@ def test_ray_backend_gives_the_local_rewards_and_resumes(local_ray, tmp_path):
     frames = np.random.default_rng(0).integers(0, 256, size=(300, 16, 16, 3), dtype=np.uint8)
     model = PreferenceRewardModel(ensemble_size=2, image_size=16, seed=3)
     local = score_dataset(model, frames, tmp_path / "local", "fp", backend="local", shard_size=128, batch_size=50)
-    remote = score_dataset(model, frames, tmp_path / "ray", "fp", backend="ray", shard_size=128, batch_size=32,
-                           num_actors=2)
+    remote = score_dataset(
+        model, frames, tmp_path / "ray", "fp", backend="ray", shard_size=128, batch_size=32, num_actors=2
+    )
     assert remote.shape == (300,) and np.std(local) > 0
     np.testing.assert_allclose(remote, local, rtol=1e-5, atol=1e-6)
     assert len(list((tmp_path / "ray").glob("shard_*.npy"))) == 3

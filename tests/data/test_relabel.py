@@ -58,8 +58,9 @@ def test_teacher_labels_follow_ground_truth_and_are_cached(tmp_path):
 def test_relabel_learns_the_reward_and_a_rerun_pays_for_nothing(tmp_path):
     torch.manual_seed(0)
     ds = brightness_dataset(np.random.default_rng(0))
-    kwargs = dict(labeler=SimulatedTeacher(), num_pairs=300, fit_kwargs={"max_epochs": 15}, shard_size=64,
-                  log=lambda m: None)
+    kwargs = dict(
+        labeler=SimulatedTeacher(), num_pairs=300, fit_kwargs={"max_epochs": 15}, shard_size=64, log=lambda m: None
+    )
     out, report = relabel(ds, tiny_model(), tmp_path, np.random.default_rng(2), **kwargs)
     assert report["agreement"]["spearman"] > 0.9, report
     assert report["labels"]["paid"] == 300

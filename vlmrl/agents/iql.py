@@ -144,8 +144,11 @@ class IQLAgent:
         if variant == "iql_gt":
             gt = data.ground_truth_rewards()
             if gt is None:
-                raise DatasetError(data.source, "has no ground-truth rewards (infos/env_reward) for the iql_gt baseline;"
-                                   " drop it with agents.variants=[iql,bc]")
+                raise DatasetError(
+                    data.source,
+                    "has no ground-truth rewards (infos/env_reward) for the iql_gt baseline;"
+                    " drop it with agents.variants=[iql,bc]",
+                )
             return gt
         return data.rewards
 
@@ -207,8 +210,15 @@ class IQLAgent:
             results[variant] = result
             print(f"iql: {variant}: {json.dumps(result)}", flush=True)
         summary = self.summarise(results)
-        summary.update({"dataset": self.dataset_path, "transitions": len(data), "episodes": data.num_episodes,
-                        "train_seed": train_seed, "eval_episodes": self.eval_episodes})
+        summary.update(
+            {
+                "dataset": self.dataset_path,
+                "transitions": len(data),
+                "episodes": data.num_episodes,
+                "train_seed": train_seed,
+                "eval_episodes": self.eval_episodes,
+            }
+        )
         _atomic_json(run_dir / "result.json", summary)
         return summary
 
@@ -246,7 +256,9 @@ class IQLAgent:
         return out
 
 
-def evaluate_policy(policy: Callable[[np.ndarray], np.ndarray], env_fn: Callable, seeds: Sequence[int]) -> dict[str, float]:
+def evaluate_policy(
+    policy: Callable[[np.ndarray], np.ndarray], env_fn: Callable, seeds: Sequence[int]
+) -> dict[str, float]:
     """Run one episode per seed; report the final ground-truth metric, success rate and env return.
 
     Returns:

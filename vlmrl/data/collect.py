@@ -126,7 +126,9 @@ def run_episode(env: gym.Env, actor: _Actor, seed: int, keep_frames: bool) -> di
         rows["timeouts"].append(bool(truncated) and not terminated)
         if keep_frames:
             if "frame" not in info:
-                raise KeyError("the env's info has no 'frame': build it with render_mode='rgb_array' or collect.frames=false")
+                raise KeyError(
+                    "the env's info has no 'frame': build it with render_mode='rgb_array' or collect.frames=false"
+                )
             frames.append(np.asarray(info["frame"], np.uint8))
         metric.append(float(info.get("gt_metric", np.nan)))
         success.append(float(info.get("is_success", np.nan)))
@@ -186,7 +188,9 @@ def collect(
             if part_file is not None and part_file.exists():
                 parts.append(load_dataset(part_file))
             else:
-                parts.append(_collect_part(env, mixture, component, seeds, start, part_episodes, expert_fn, keep_frames, meta))
+                parts.append(
+                    _collect_part(env, mixture, component, seeds, start, part_episodes, expert_fn, keep_frames, meta)
+                )
                 if part_file is not None:
                     save_dataset(parts[-1], part_file)
             if progress is not None:

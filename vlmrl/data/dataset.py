@@ -63,9 +63,7 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], infos: Mapping[str, np.nda
             raise DatasetError(source, f"'{key}' has non-numeric dtype {arr.dtype}")
     frames = named.get("frames")
     if frames is not None and (frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3):
-        raise DatasetError(
-            source, f"'frames' must be uint8 (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}"
-        )
+        raise DatasetError(source, f"'frames' must be uint8 (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
     ends = np.asarray(named["terminals"], bool) | np.asarray(named["timeouts"], bool)
     if not ends[-1]:
         raise DatasetError(
@@ -169,9 +167,7 @@ class OfflineDataset:
         infos = dict(self.infos)
         if "env_reward" not in infos and not self.metadata.get("relabeled", False):
             infos["env_reward"] = self.rewards
-        return replace(
-            self, rewards=rewards, infos=infos, metadata={**self.metadata, "relabeled": True, **metadata}
-        )
+        return replace(self, rewards=rewards, infos=infos, metadata={**self.metadata, "relabeled": True, **metadata})
 
     def select_episodes(self, episode_indices: np.ndarray) -> OfflineDataset:
         """A dataset made of the given episodes (in the given order)."""
@@ -227,7 +223,9 @@ class OfflineDataset:
             raise ImportError("d3rlpy is missing: pip install 'vlmrl[offline]'") from exc
         r = self.rewards if rewards is None else np.asarray(rewards, np.float32)
         if r.shape != self.rewards.shape:
-            raise DatasetError(self.source, f"rewards of shape {r.shape} do not match the dataset's {self.rewards.shape}")
+            raise DatasetError(
+                self.source, f"rewards of shape {r.shape} do not match the dataset's {self.rewards.shape}"
+            )
         discrete = np.issubdtype(self.actions.dtype, np.integer)
         return MDPDataset(
             observations=self.observations,

@@ -101,14 +101,19 @@ def label_pairs(
             labels[i], raws[i] = hit.value, hit.raw
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        queries = [FragmentPair(fragment(dataset, pairs.first[i], gt), fragment(dataset, pairs.second[i], gt)) for i in chunk]
+        queries = [
+            FragmentPair(fragment(dataset, pairs.first[i], gt), fragment(dataset, pairs.second[i], gt)) for i in chunk
+        ]
         answers = labeler(queries)
         if len(answers) != len(chunk):
             raise ValueError(f"labeler {name} returned {len(answers)} labels for {len(chunk)} queries")
         for i, lab in zip(chunk, answers, strict=True):
             labels[i], raws[i] = lab.value, lab.raw
         if cache is not None:  # stored as soon as paid for
-            cache.put_many((keys[i], lab, {"rows": [pairs.first[i].tolist(), pairs.second[i].tolist()]}) for i, lab in zip(chunk, answers, strict=True))
+            cache.put_many(
+                (keys[i], lab, {"rows": [pairs.first[i].tolist(), pairs.second[i].tolist()]})
+                for i, lab in zip(chunk, answers, strict=True)
+            )
     stats = {"pairs": float(len(labels)), "paid": float(len(todo)), "cached": float(len(labels) - len(todo))}
     valid = labels >= 0
     stats["valid"] = float(valid.sum())
@@ -138,7 +143,9 @@ def reward_inputs(dataset: OfflineDataset, reward: RewardModel) -> np.ndarray:
         return dataset.frames
     if key in ("observation", "observations", "state"):
         return dataset.observations
-    raise ValueError(f"reward model reads info[{key!r}], which offline datasets do not store; use a frame or state model")
+    raise ValueError(
+        f"reward model reads info[{key!r}], which offline datasets do not store; use a frame or state model"
+    )
 
 
 def relabel(

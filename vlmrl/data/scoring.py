@@ -221,7 +221,15 @@ def score_dataset(
     """Score all ``inputs`` with ``reward`` into shards under ``folder`` (resumable); ``float32 (N,)``.
 
     Args:
+        reward: the reward model.
+        inputs: ``(N, ...)`` what the model reads (frames or observations).
+        folder: shard folder, kept for resuming.
+        fingerprint: identifies dataset and model; shards with another fingerprint are refused.
         backend: ``"local"`` (this process) or ``"ray"`` (Ray Data, ``num_actors`` reward-model actors).
+        shard_size: rows per shard.
+        batch_size: rows per ``predict`` call.
+        num_actors: Ray reward-model actors.
+        progress: optional ``(shards_done, shards_total)`` callback.
     """
     store = ShardStore(folder, len(inputs), shard_size, fingerprint)
     if backend == "local":

@@ -46,7 +46,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     ends = dataset.episode_ends
     for k, b in enumerate(mixture):
         mine = ends[dataset.infos["policy_id"][ends] == k]
-        row = {**b, "episodes": int(len(mine)), "return": float(np.mean(dataset.episode_returns()[np.isin(ends, mine)]))}
+        row = {
+            **b,
+            "episodes": int(len(mine)),
+            "return": float(np.mean(dataset.episode_returns()[np.isin(ends, mine)])),
+        }
         if "gt_metric" in dataset.infos:
             row["final_gt_metric"] = float(dataset.infos["gt_metric"][mine].mean())
         if "is_success" in dataset.infos:
