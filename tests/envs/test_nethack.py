@@ -70,7 +70,7 @@ def test_frame_pool_never_changes_a_frame_somebody_kept():
         if terminated or truncated:
             env.reset()
         del info
-    for frame, copy in zip(kept, copies):
+    for frame, copy in zip(kept, copies, strict=True):
         np.testing.assert_array_equal(frame, copy)
     chars, colors = env._last["tty_chars"], env._last["tty_colors"]
     np.testing.assert_array_equal(env.render(), render_tty(chars, colors))  # incremental == full redraw

@@ -17,7 +17,8 @@ from vlmrl.rewards.intrinsic import (
     count_decayed_reward,
 )
 
-GOOD = ["You see here 7 gold pieces.", "You kill the newt!", "Welcome to experience level 2.", "There is a staircase down here."]
+GOOD = ["You see here 7 gold pieces.", "You kill the newt!", "Welcome to experience level 2.",
+        "There is a staircase down here."]
 BAD = ["It's solid stone.", "It's a wall.", "Never mind.", "You can't move diagonally out of an intact doorway."]
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import httpx
+
+# One INFO line per request from the HTTP libraries would flood training logs.
+for _name in ("httpx", "httpx2"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 class AnnotationClient:

@@ -92,7 +92,8 @@ class StubEndpoint:
             word = "yes" if _margin(message) > CONTENT_FREE_MARGIN else "no"
             text = f"<analysis>ok</analysis> <label>{word}</label>" if self.free_text == "label" else "I think so."
             choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
-            return {"id": "x", "object": "chat.completion", "created": 0, "model": "stub", "choices": [choice]}, [message]
+            body = {"id": "x", "object": "chat.completion", "created": 0, "model": "stub", "choices": [choice]}
+            return body, [message]
         prompts = req["prompt"] if isinstance(req["prompt"], list) else [req["prompt"]]
         choices, messages = [], []
         for i, p in enumerate(prompts):

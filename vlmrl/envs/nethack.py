@@ -162,7 +162,9 @@ class NetHackText(gym.Wrapper):
         super().__init__(env)
         missing = [k for k in OBSERVATION_KEYS if k not in env.observation_space.spaces]
         if missing:
-            raise ValueError(f"NLE env lacks observation keys {missing}: create it with observation_keys={OBSERVATION_KEYS}")
+            raise ValueError(
+                f"NLE env lacks observation keys {missing}: create it with observation_keys={OBSERVATION_KEYS}"
+            )
         if crop % 2 != 1 or crop < 1:
             raise ValueError(f"crop must be a positive odd number, got {crop}: pass envs.crop=9")
         self.crop = crop

@@ -13,6 +13,7 @@ nothing that was answered is asked again by this object.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -28,9 +29,11 @@ from vlmrl.types import Label
 PROMPT_DIR = Path(__file__).resolve().parent.parent / "assets" / "prompts" / "oni"
 GOALS = ("default", "gold", "stairs", "combat")
 CONTENT_FREE = ("N/A", "", "[MASK]")
-LABEL_PATTERN = re.compile(r"<label>\s*(yes|no|true|false|helpful|unhelpful)\s*</label>", re.IGNORECASE)
+LABEL_PATTERN = re.compile(r"<label>\s*(yes|no|true|false|helpful|unhelpful)\s*</label>", re.I)
 POSITIVE = {"yes", "true", "helpful"}
 MISSING_LOGPROB = -30.0  # a label word outside the returned top-k is taken as very unlikely
+for _name in ("httpx", "httpx2"):  # one INFO line per LLM request would flood training logs
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def load_prompt(mode: str, goal: str = "default", prompt_dir: str | Path | None = None) -> str:
@@ -41,7 +44,7 @@ def load_prompt(mode: str, goal: str = "default", prompt_dir: str | Path | None 
     root = Path(prompt_dir) if prompt_dir else PROMPT_DIR
     goal_file = root / "goals" / f"{goal}.txt"
     if not goal_file.exists():
-        raise ValueError(f"no ONI goal variant {goal!r} in {root / 'goals'}: pass labelers.labeler.goal= one of {GOALS}")
+        raise ValueError(f"no ONI goal variant {goal!r} in {root}/goals: pass labelers.labeler.goal= one of {GOALS}")
     name = {"text": "judge.txt", "logprob": "score.txt"}.get(mode)
     if name is None:
         raise ValueError(f"unknown judge mode {mode!r}: pass labelers.labeler.mode=logprob or mode=text")
