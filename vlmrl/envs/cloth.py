@@ -13,7 +13,10 @@ Ground-truth metrics:
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede the first mujoco import
 
 import gymnasium as gym
 import mujoco
@@ -476,7 +479,17 @@ def _check_episode_steps(max_episode_steps: int) -> None:
 
 
 def make_cloth_fold(max_episode_steps: int = 60, **kwargs: Any) -> gym.Env:
-    """Build :class:`ClothFoldEnv` in a ``TimeLimit`` (used by ``envs/cloth_fold.yaml``)."""
+    """Build :class:`ClothFoldEnv` in a ``TimeLimit`` (used by ``envs/cloth_fold.yaml``).
+
+    Example:
+        >>> env = make_cloth_fold(width=32, height=32)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs.shape, info["frame"].shape
+        ((19,), (32, 32, 3))
+        >>> round(info["gt_metric"], 4)  # flat: mean matched-pair distance sqrt(2) * 0.05 * 10/3 m
+        0.2357
+        >>> env.close()
+    """
     _check_episode_steps(max_episode_steps)
     return TimeLimit(ClothFoldEnv(**kwargs), max_episode_steps=max_episode_steps)
 

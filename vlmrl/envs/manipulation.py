@@ -286,9 +286,7 @@ class PushEnv(TabletopEnv):
         min_goal_distance: float = 0.12,
         **kwargs: Any,
     ):
-        _check_positive(
-            block_size=block_size, success_threshold=success_threshold, min_goal_distance=min_goal_distance
-        )
+        _check_positive(block_size=block_size, success_threshold=success_threshold, min_goal_distance=min_goal_distance)
         self.block_size, self.success_threshold = float(block_size), float(success_threshold)
         self.min_goal_distance = float(min_goal_distance)
         kwargs.setdefault("workspace", ((-0.35, -0.35, 0.02), (0.35, 0.35, 0.2)))
@@ -449,7 +447,18 @@ class ScriptedPushPolicy(ScriptedPolicy):
 
 
 def make_push(max_episode_steps: int = 80, **kwargs: Any) -> gym.Env:
-    """Build :class:`PushEnv` wrapped in a ``TimeLimit`` (used by ``envs/push.yaml``)."""
+    """Build :class:`PushEnv` wrapped in a ``TimeLimit`` (used by ``envs/push.yaml``).
+
+    Example:
+        >>> import numpy as np
+        >>> env = make_push(width=32, height=32)
+        >>> obs, info = env.reset(seed=0)
+        >>> expert = ScriptedPushPolicy(env, noise=0.1, rng=np.random.default_rng(0))
+        >>> obs, reward, terminated, truncated, info = env.step(expert(obs))
+        >>> reward == -info["gt_metric"], info["frame"].dtype
+        (True, dtype('uint8'))
+        >>> env.close()
+    """
     if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
         raise ValueError(f"max_episode_steps must be an int >= 1, got {max_episode_steps!r}")
     return TimeLimit(PushEnv(**kwargs), max_episode_steps=max_episode_steps)
