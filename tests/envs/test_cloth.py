@@ -236,3 +236,16 @@ def test_bad_inputs_raise(fold_env):
         ScriptedFoldPolicy(fold_env, noise=0.1)
     with pytest.raises(TypeError, match="ScriptedSpreadPolicy needs a ClothSpreadEnv"):
         ScriptedSpreadPolicy(fold_env)
+
+
+def test_env_built_after_another_was_closed_still_renders():
+    first = ClothFoldEnv(width=32, height=32)
+    first.reset(seed=0)
+    first.close()
+    second = ClothSpreadEnv(width=32, height=32)
+    try:
+        _, info = second.reset(seed=0)
+        assert not is_blank(info["frame"])
+        assert not is_blank(second.step(np.zeros(4))[4]["frame"])
+    finally:
+        second.close()
