@@ -348,15 +348,17 @@ class _PickPlacePolicy(ScriptedPolicy):
     def _expert_action(self) -> np.ndarray:
         env = self.env
         grip = env.gripper_pos
+        ceiling = env.workspace_high[2] - 0.002  # a low workspace ceiling caps the heights (no endless lifting)
+        hover_height, lift_height = min(self.hover_height, ceiling), min(self.lift_height, ceiling)
         if self._phase == "plan":
             nxt = self._next_pick()
             if nxt is None:
-                return self._move_toward(np.array([grip[0], grip[1], self.hover_height]), -1.0)
+                return self._move_toward(np.array([grip[0], grip[1], hover_height]), -1.0)
             self._pick, self._target = nxt
             self._phase = "approach"
         vertex = env.cloth_positions[self._pick]
         if self._phase == "approach":
-            goal = np.array([vertex[0], vertex[1], self.hover_height])
+            goal = np.array([vertex[0], vertex[1], hover_height])
             if np.linalg.norm(goal[:2] - grip[:2]) < self.tolerance:
                 self._phase = "descend"
             else:
@@ -369,12 +371,12 @@ class _PickPlacePolicy(ScriptedPolicy):
             return self._move_toward(goal, -1.0)
         target = self._place_target()
         if self._phase == "lift":
-            if grip[2] >= self.lift_height - 0.005:
+            if grip[2] >= lift_height - 0.005:
                 self._phase = "carry"
             else:
-                return self._move_toward(np.array([grip[0], grip[1], self.lift_height]), 1.0)
+                return self._move_toward(np.array([grip[0], grip[1], lift_height]), 1.0)
         if self._phase == "carry":
-            goal = np.array([target[0], target[1], self.lift_height])
+            goal = np.array([target[0], target[1], lift_height])
             if np.linalg.norm(goal[:2] - grip[:2]) < self.tolerance:
                 self._phase = "lower"
             else:
@@ -386,9 +388,9 @@ class _PickPlacePolicy(ScriptedPolicy):
             else:
                 return self._move_toward(goal, 1.0)
         # release, then rise to hover height before the next move
-        if grip[2] >= self.hover_height - 0.005:
+        if grip[2] >= hover_height - 0.005:
             self._phase = "plan"
-        return self._move_toward(np.array([grip[0], grip[1], self.hover_height]), -1.0)
+        return self._move_toward(np.array([grip[0], grip[1], hover_height]), -1.0)
 
 
 class ScriptedFoldPolicy(_PickPlacePolicy):
