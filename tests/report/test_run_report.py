@@ -26,7 +26,7 @@ def test_report_is_one_self_contained_page(run_dir):
     # The summary says what happened, with the numbers from metrics.jsonl (the cut last line is skipped).
     assert "Trained for 2,048 environment steps in 8 logged rollouts" in text
     assert "50 in the first rollout, 120 in the last" in text and "change +70" in text
-    assert "moved together" in text and "Spearman 1.00" in text
+    assert "moved together" in text and "Spearman 1.00 over 8 rollouts)" in text
     assert "1 unreadable line(s)" in text
     assert "labelers.model" in text and "vlmrl-tiny" in text
     assert "reward from CLIPReward (vlmrl-tiny) for [&quot;a humanoid robot kneeling&quot;]" in text
@@ -149,7 +149,7 @@ def test_online_preference_stats_schema(run_dir):
     section = section[: section.index("</section>")]
     assert ">0.9375<" in section  # accuracy = 30 correct of 32 judged
     assert ">0.2<" in section  # cache hit rate = 8 of 40 labels
-    assert 'labels spent (paid endpoint calls)</th><td class="num">25<' in section
+    assert 'labels spent (not served from the cache)</th><td class="num">25<' in section
     assert "not recorded" in section  # no cost in these stats
     assert "Per reward-model update" in section and section.count("<svg") >= 2
     assert "dataset_pairs" in section and '"history"' not in section

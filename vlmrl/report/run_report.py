@@ -208,14 +208,18 @@ def _summary(records: list[dict], result: dict | None, bad_lines: int, cfg: dict
         rho = rank_correlations(*np.asarray(paired).T[::-1])["spearman"]
         if math.isfinite(rho):
             if rho >= 0.5:
-                verdict = "moved together: optimizing the model reward also improved the true task"
+                verdict = "moved together"
             elif rho <= -0.5:
                 verdict = (
                     "moved in opposite directions: the policy may be exploiting the model reward (check the videos)"
                 )
             else:
                 verdict = "were largely unrelated over training"
-            sentences.append(f"Across rollouts the model and ground-truth rewards {verdict} (Spearman {rho:.2f}).")
+            weak = "; with this few rollouts that is weak evidence" if len(paired) < 6 else ""
+            sentences.append(
+                f"Across rollouts the model and ground-truth rewards {verdict} "
+                f"(Spearman {rho:.2f} over {len(paired)} rollouts{weak})."
+            )
     if bad_lines:
         sentences.append(f"{bad_lines} unreadable line(s) in metrics.jsonl were skipped (a crash mid-write?).")
     rows = [("rollouts logged", len(records))]
@@ -373,7 +377,7 @@ def _label_section(stats: dict, records: list[dict]) -> str:
     rows: list[tuple[str, object]] = []
     for label, value in (
         ("labels used", total),
-        ("labels spent (paid endpoint calls)", spent),
+        ("labels spent (not served from the cache)", spent),
         ("budget", stats.get("budget")),
         ("cache hits", hits),
         ("cache hit rate", None if hit_rate is None else float(hit_rate)),
@@ -449,7 +453,7 @@ def _label_section(stats: dict, records: list[dict]) -> str:
         [h for h in stats.get("history", []) if isinstance(h, dict)] if isinstance(stats.get("history"), list) else []
     )
     if history:
-        keys = [k for k in _numeric_keys(history) if k not in ("update",)]
+        keys = [k for k in _numeric_keys(history) if re.search(r"acc|loss|pairs|spearman|cost", k)][:8]
         svg = plots.metric_grid_svg(history, keys, "Per reward-model update (labels/stats.json history)")
         if svg:
             parts.append(H.plot(svg))
