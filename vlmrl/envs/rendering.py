@@ -26,6 +26,18 @@ def _close_all() -> None:
         r.close()
 
 
+def _load_triton_llvm_first() -> None:
+    """Import torch's dynamo (and with it triton's LLVM) before Mesa's LLVM is loaded by a GL context.
+
+    Loaded the other way round (triton lazily, on the first optimizer step or ``torch.compile`` after an env
+    rendered), the two LLVM copies clash and the process segfaults.
+    """
+    try:
+        import torch._dynamo  # noqa: F401
+    except ImportError:  # torch without dynamo: nothing to clash with
+        pass
+
+
 def _track(renderer: FastRenderer) -> None:
     # Registered after mujoco's own EGL atexit hook, so it runs first and frees contexts while EGL is alive.
     global _atexit_registered
@@ -72,6 +84,7 @@ class FastRenderer:
             camera = cam_id
         self.camera = -1 if camera is None else int(camera)
         self.width, self.height = width, height
+        _load_triton_llvm_first()
         self._renderer = mujoco.Renderer(model, height=height, width=width)
         _track(self)
         flags = self._renderer.scene.flags
