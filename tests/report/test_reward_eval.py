@@ -63,6 +63,7 @@ def test_perfect_reward_scores_one_and_writes_every_output(tmp_path):
         max_steps=50,
         top_k=4,
         title="toy",
+        max_per_episode=None,
     )
     assert res["transitions"] == 45 and res["episodes"] == 3  # the env's time limit (15) ends episodes first
     # Brightness = 128 + 20 x is an increasing map of x except where uint8 rounding ties steps.
@@ -144,3 +145,12 @@ def test_ground_truth_from_another_info_key(tmp_path):
     assert np.all(np.load(tmp_path / "scores.npz")["ground_truth"] <= 0)
     with pytest.raises(ValueError, match="no ground truth .nope.*one of: env_reward, message"):
         collect_rollouts(BrightnessWalk, None, 1, 2, "frame", np.random.default_rng(0), truth_key="nope")
+
+
+def test_extremes_spread_over_episodes(tmp_path):
+    res = evaluate_reward(
+        BrightnessWalk, Brightness(), tmp_path, np.random.default_rng(0), episodes=4, max_steps=15, top_k=3
+    )
+    for row in ("top", "bottom"):
+        episodes = [t["episode"] for t in res[row]]
+        assert max(episodes.count(e) for e in set(episodes)) <= 2  # default max_per_episode=2

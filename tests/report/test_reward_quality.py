@@ -87,3 +87,11 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="square"):
         rq.epic_canonicalize(np.zeros((2, 3)), 0.9)
     assert math.isnan(rq.rank_correlations([1, 1, 1], [1, 2, 3])["spearman"])
+
+
+def test_extremes_with_at_most_one_per_episode():
+    s = np.array([9.0, 8.0, 7.0, 1.0, 2.0, 0.0])
+    episodes = np.array([0, 0, 1, 1, 2, 2])
+    top, bottom = rq.extreme_indices(s, 3, episodes, max_per_group=1)
+    assert top.tolist() == [0, 2, 4]  # 9 (ep 0), 7 (ep 1), 2 (ep 2): 8 is skipped, ep 0 already shown
+    assert bottom.tolist() == [5, 3, 1]  # 0 (ep 2), 1 (ep 1), 8 (ep 0); never an index already on top

@@ -92,6 +92,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             title=str(cfg.name),
             setup=_setup(cfg, ckpt),
             truth_key=str(cfg.get("truth_key", "env_reward")),
+            max_per_episode=cfg.get("max_per_episode", 2),
         )
     finally:
         if hasattr(reward, "close"):

@@ -130,8 +130,12 @@ def evaluate_reward(
     title: str = "",
     setup: dict | None = None,
     truth_key: str = "env_reward",
+    max_per_episode: int | None = 2,
 ) -> dict[str, Any]:
     """Roll out, score, compare with the ground truth and write the outputs into ``out``.
+
+    ``max_per_episode`` caps how many of the highest (and lowest) scored frames come from one episode, so the
+    extremes show different situations; ``None`` shows the plain top and bottom ``top_k``.
 
     Returns:
         The agreement numbers (see :func:`~vlmrl.report.reward_quality.reward_agreement`), timings and the
@@ -153,7 +157,7 @@ def evaluate_reward(
         step=roll.steps,
     )
     numbers = reward_agreement(model, roll.env_rewards, roll.episode_ids)
-    top, bottom = extreme_indices(model, top_k)
+    top, bottom = extreme_indices(model, top_k, roll.episode_ids, max_per_episode)
     png = plots.extremes_png(
         roll.inputs,
         top,

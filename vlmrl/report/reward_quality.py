@@ -144,19 +144,40 @@ def episode_returns(rewards: np.ndarray, episode_ids: np.ndarray) -> np.ndarray:
     return sums[np.argsort(first)]
 
 
-def extreme_indices(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def extreme_indices(
+    scores: np.ndarray, k: int, groups: np.ndarray | None = None, max_per_group: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the ``k`` highest scores (descending) and the ``k`` lowest (ascending), never overlapping.
 
     ``k`` is capped at half the number of scores so no observation appears in both rows; ties keep the
-    earlier observation first.
+    earlier observation first. With ``groups`` (e.g. episode ids) and ``max_per_group``, each row takes at most
+    that many observations from one group, so the rows show different episodes rather than neighbouring
+    frames of one; rows come out shorter when there are too few groups.
     """
     s = _as_vector(scores, "scores")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     k = min(k, s.size // 2)
-    order = np.argsort(s, kind="stable")
-    top = np.argsort(-s, kind="stable")[:k]
-    return top, order[:k]
+    if groups is None or max_per_group is None:
+        return np.argsort(-s, kind="stable")[:k], np.argsort(s, kind="stable")[:k]
+    g = np.asarray(groups).reshape(-1)
+    if g.shape != s.shape:
+        raise ValueError(f"groups ({g.size}) and scores ({s.size}) differ in length")
+
+    def pick(order: np.ndarray, exclude: set[int]) -> np.ndarray:
+        taken: list[int] = []
+        per: dict = {}
+        for i in order:
+            if len(taken) == k:
+                break
+            if int(i) in exclude or per.get(g[i], 0) >= max_per_group:
+                continue
+            per[g[i]] = per.get(g[i], 0) + 1
+            taken.append(int(i))
+        return np.asarray(taken, dtype=np.int64)
+
+    top = pick(np.argsort(-s, kind="stable"), set())
+    return top, pick(np.argsort(s, kind="stable"), set(top.tolist()))
 
 
 def reward_agreement(model: np.ndarray, truth: np.ndarray, episode_ids: np.ndarray | None = None) -> dict[str, float]:
