@@ -164,7 +164,8 @@ def evaluate_reward(
         bottom,
         model,
         roll.env_rewards,
-        title=f"{title}: highest (top) and lowest (bottom) model reward".strip(": "),
+        title=f"{title}: highest (top) and lowest (bottom) model reward".strip(": ")
+        + (f", at most {max_per_episode} per episode" if max_per_episode else ""),
         where=[f"episode {e}, step {t}" for e, t in zip(roll.episode_ids, roll.steps, strict=True)],
     )
     (out / "extremes.png").write_bytes(png)
