@@ -106,7 +106,7 @@ class ClothEnv(TabletopEnv):
     cloth vertex within ``grasp_radius``.
 
     Args:
-        n: vertices per side of the grid (>= 3; 9 keeps ~2.8k physics steps/s).
+        n: vertices per side of the grid (>= 3; the physics cost grows about as n^2).
         size: cloth side length (metres).
         mass: total cloth mass (kg).
         self_collision: let the cloth collide with itself (about half the speed; folds render as layers).
