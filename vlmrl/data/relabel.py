@@ -213,8 +213,7 @@ def relabel(
             if not valid.any():
                 raise ValueError("the labeler gave no usable label (all -1); check its thresholds or prompt")
             t0 = time.perf_counter()
-            first = _segments(dataset, inputs, pairs.first[valid])
-            second = _segments(dataset, inputs, pairs.second[valid])
+            first, second = inputs[pairs.first[valid]], inputs[pairs.second[valid]]  # (P, T, ...) segments
             fit = reward.fit(first, second, labels[valid].astype(np.float32), rng=rng, **(fit_kwargs or {}))
             fit = {k: float(v) for k, v in dict(fit or {}).items()}
             fit["seconds"] = time.perf_counter() - t0
@@ -255,7 +254,3 @@ def relabel(
     )
     return out, report
 
-
-def _segments(dataset: OfflineDataset, inputs: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``(P, T, ...)`` reward-model inputs of the segment rows ``int (P, T)``."""
-    return inputs[rows]
