@@ -1,0 +1,1 @@
+"""Gymnasium environments and wrappers: humanoid, tabletop cloth/push, NetHack, text games, rendering."""
