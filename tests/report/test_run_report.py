@@ -4,7 +4,7 @@ import re
 import shutil
 
 import pytest
-from conftest import make_run
+from run_folders import make_run
 
 from vlmrl.report.run_report import read_metrics, resolve_run_dir, write_report
 
