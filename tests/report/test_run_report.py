@@ -79,7 +79,7 @@ def test_partial_run_still_gets_a_report(tmp_path):
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("name: x\n")
     text = write_report(run).read_text()
-    assert "logged no training metrics yet" in text and "No rollout videos" in text
+    assert "No training metrics in this folder" in text and "No rollout videos" in text
 
 
 def test_missing_folder_names_the_fix(tmp_path):

@@ -67,7 +67,8 @@ def fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict | list):
-        return json.dumps(value)
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 400 else text[:400] + " ..."
     return str(value)
 
 

@@ -165,7 +165,10 @@ def _summary(records: list[dict], result: dict | None, bad_lines: int, cfg: dict
     """A few sentences saying what happened in the run, with the numbers a reader asks first."""
     task = _task_sentence(cfg)
     if not records:
-        text = "This run logged no training metrics yet (no metrics.jsonl or an empty one)."
+        text = (
+            "No training metrics in this folder (metrics.jsonl is missing or empty): a run that has not finished "
+            "its first rollout, or a job that does not train, such as relabel."
+        )
         if result:
             text += " Its final result is shown below."
         return f'<div class="summary"><p>{H.esc(task + text)}</p></div>'
