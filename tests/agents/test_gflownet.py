@@ -34,7 +34,7 @@ def _agent(**kw):
 
 
 def test_agent_tb_loss_equals_numpy_recomputation():
-    agent = _agent(reward_temperature=0.5)
+    agent = _agent(reward_temperature=0.5, prior_scale=3.0)
     traj = Trajectory(
         observations=["Target: 2\nCurrent: 0", "Target: 2\nCurrent: 1"],
         commands=[["increase", "decrease"], ["increase", "decrease", "wait"]],
@@ -52,7 +52,7 @@ def test_agent_tb_loss_equals_numpy_recomputation():
         out = []
         for a in enc.encode(cmds).numpy().astype(np.float64):
             h = np.maximum(0, sd["score.0.weight"] @ np.concatenate([s, a, s * a]) + sd["score.0.bias"])
-            out.append(float((sd["score.2.weight"] @ h + sd["score.2.bias"])[0]))
+            out.append(float((sd["score.2.weight"] @ h + sd["score.2.bias"])[0] + sd["relevance"] * (s @ a)))
         return np.array(out)
 
     sum_log_pf = 0.0

@@ -168,16 +168,26 @@ def resolve_sentence_model(model_name: str) -> str:
 
 
 class PairScorer(nn.Module):
-    """Scores (observation, command) pairs: ``logit = MLP([e_s, e_a, e_s * e_a])``; ``log Z = w . e_s0 + b``."""
+    """Scores (observation, command) pairs; also holds the log Z head.
 
-    def __init__(self, dim: int, hidden: int = 128):
+    ``logit = MLP([e_s, e_a, e_s * e_a]) + beta * <e_s, e_a>``, where ``beta`` (trainable) starts at
+    ``prior_scale``: with a sentence encoder, ``<e_s, e_a>`` is its zero-shot relevance of a command to the
+    observation, a hook for a pretrained prior (GFlowVLM starts from a pretrained VLM). With MiniLM on the
+    shipped ALFWorld games this prior did not raise zero-shot success (2% vs 3% for uniform at 30-40 steps),
+    so it defaults to 0. ``log Z = w . e_s0 + b``.
+    """
+
+    def __init__(self, dim: int, hidden: int = 128, prior_scale: float = 0.0):
         super().__init__()
         self.score = nn.Sequential(nn.Linear(3 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.relevance = nn.Parameter(torch.tensor(float(prior_scale)))
         self.log_z = nn.Linear(dim, 1)
 
     def forward(self, obs_emb: torch.Tensor, act_emb: torch.Tensor) -> torch.Tensor:
         """``obs_emb (K, dim)`` (one row per command), ``act_emb (K, dim)`` -> logits ``(K,)``."""
-        return self.score(torch.cat([obs_emb, act_emb, obs_emb * act_emb], dim=-1)).squeeze(-1)
+        pair = obs_emb * act_emb
+        mlp = self.score(torch.cat([obs_emb, act_emb, pair], dim=-1)).squeeze(-1)
+        return mlp + self.relevance * pair.sum(-1)
 
 
 def trajectory_balance_loss(
@@ -246,6 +256,8 @@ class GFlowNetAgent:
     Args:
         encoder: frozen :class:`TextEncoder` (default :class:`SentenceEncoder`, all-MiniLM-L6-v2).
         hidden: width of the pair scorer's hidden layer.
+        prior_scale: initial weight of the encoder's zero-shot (observation, command) similarity in the
+            logits (see :class:`PairScorer`); 0 starts from a uniform-ish policy.
         lr: learning rate of the scorer.
         lr_log_z: learning rate of the log Z head (larger, as in the TB paper).
         reward_temperature: T in ``R(tau) = exp(r / T)``; smaller T concentrates on high reward.
@@ -272,6 +284,7 @@ class GFlowNetAgent:
         self,
         encoder: TextEncoder | None = None,
         hidden: int = 128,
+        prior_scale: float = 0.0,
         lr: float = 3e-3,
         lr_log_z: float = 1e-1,
         reward_temperature: float = 0.1,
@@ -298,6 +311,7 @@ class GFlowNetAgent:
             raise ValueError(f"epsilon={epsilon} is not a probability: use 0 <= epsilon <= 1")
         self.encoder = encoder if encoder is not None else SentenceEncoder()
         self.hidden = int(hidden)
+        self.prior_scale = float(prior_scale)
         self.lr, self.lr_log_z = float(lr), float(lr_log_z)
         self.reward_temperature = float(reward_temperature)
         self.explore_temperature = float(explore_temperature)
@@ -326,10 +340,10 @@ class GFlowNetAgent:
         """Create the trainable head, initialised from ``rng``."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(2**31)))
-            self.scorer = PairScorer(self.encoder.dim, self.hidden).to(self.device)
+            self.scorer = PairScorer(self.encoder.dim, self.hidden, self.prior_scale).to(self.device)
         self.optimizer = torch.optim.Adam(
             [
-                {"params": self.scorer.score.parameters(), "lr": self.lr},
+                {"params": [*self.scorer.score.parameters(), self.scorer.relevance], "lr": self.lr},
                 {"params": self.scorer.log_z.parameters(), "lr": self.lr_log_z},
             ]
         )
@@ -425,7 +439,8 @@ class GFlowNetAgent:
             for t, s in zip(trajs, scores, strict=True):
                 t.model_reward = float(s)
         for t in trajs:
-            r = self.env_reward_coef * t.env_return + (self.model_reward_coef * t.model_reward if reward else 0.0)
+            model_term = self.model_reward_coef * t.model_reward if reward is not None else 0.0
+            r = self.env_reward_coef * t.env_return + model_term
             t.log_reward = r / self.reward_temperature
 
     def update(self, trajs: list[Trajectory]) -> dict[str, float]:

@@ -34,6 +34,15 @@ def _require_sb3_contrib():
         raise ImportError("text PPO needs sb3-contrib (MaskablePPO): pip install -e '.[alfworld]'") from exc
 
 
+def encode_commands(encoder: TextEncoder, observation: str, commands: list[str], max_actions: int) -> np.ndarray:
+    """``float32 ((1 + max_actions) * dim,)``: the observation's and each command's embedding, zero-padded."""
+    if len(commands) > max_actions:
+        raise ValueError(f"{len(commands)} admissible commands but max_actions={max_actions}: raise max_actions")
+    out = np.zeros((1 + max_actions, encoder.dim), dtype=np.float32)
+    out[: 1 + len(commands)] = encoder.encode([observation, *commands]).numpy()
+    return out.reshape(-1)
+
+
 class EncodedCommandsObservation(gym.ObservationWrapper):
     """Text observation + admissible commands -> ``float32 ((1 + max_actions) * dim,)`` encoder features.
 
@@ -50,10 +59,7 @@ class EncodedCommandsObservation(gym.ObservationWrapper):
 
     def observation(self, observation: str) -> np.ndarray:
         """Encode the observation and the current admissible commands."""
-        commands = self.env.unwrapped.admissible_commands
-        out = np.zeros((1 + self.max_actions, self.encoder.dim), dtype=np.float32)
-        out[: 1 + len(commands)] = self.encoder.encode([observation, *commands]).numpy()
-        return out.reshape(-1)
+        return encode_commands(self.encoder, observation, self.env.unwrapped.admissible_commands, self.max_actions)
 
     def action_masks(self) -> np.ndarray:
         """``bool (max_actions,)`` valid action indices."""
@@ -67,17 +73,21 @@ class CommandScoringExtractor(BaseFeaturesExtractor):
     the action logits.
     """
 
-    def __init__(self, observation_space: spaces.Box, max_actions: int, dim: int, hidden: int = 128):
+    def __init__(
+        self, observation_space: spaces.Box, max_actions: int, dim: int, hidden: int = 128, prior_scale: float = 0.0
+    ):
         super().__init__(observation_space, features_dim=max_actions + hidden)
         self.max_actions, self.dim = int(max_actions), int(dim)
         self.pair = nn.Sequential(nn.Linear(3 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.relevance = nn.Parameter(torch.tensor(float(prior_scale)))  # as in the GFlowNet's PairScorer
         self.state = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU())
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """``(B, (1+K)*dim)`` -> ``(B, K + hidden)``."""
         x = observations.view(-1, 1 + self.max_actions, self.dim)
         s, a = x[:, :1].expand(-1, self.max_actions, -1), x[:, 1:]
-        scores = self.pair(torch.cat([s, a, s * a], dim=-1)).squeeze(-1)
+        pair = s * a
+        scores = self.pair(torch.cat([s, a, pair], dim=-1)).squeeze(-1) + self.relevance * pair.sum(-1)
         return torch.cat([scores, self.state(x[:, 0])], dim=-1)
 
 
@@ -192,6 +202,7 @@ class TextPPOAgent:
         n_envs: parallel envs (DummyVecEnv).
         n_steps, batch_size, n_epochs, learning_rate, gamma, gae_lambda, ent_coef, clip_range: PPO settings.
         hidden: width of the pair scorer and value features.
+        prior_scale: initial weight of the encoder's (observation, command) similarity in the logits.
         eval_episodes: episodes sampled from the trained policy for the final report.
         checkpoint_every: env steps between checkpoints (``checkpoints/step_<N>.zip``).
         device: torch device.
@@ -212,6 +223,7 @@ class TextPPOAgent:
         ent_coef: float = 0.01,
         clip_range: float = 0.2,
         hidden: int = 128,
+        prior_scale: float = 0.0,
         eval_episodes: int = 20,
         checkpoint_every: int = 10_000,
         device: str = "cpu",
@@ -233,6 +245,7 @@ class TextPPOAgent:
             clip_range=float(clip_range),
         )
         self.hidden = int(hidden)
+        self.prior_scale = float(prior_scale)
         self.eval_episodes = int(eval_episodes)
         self.checkpoint_every = int(checkpoint_every)
         self.device = device
@@ -288,7 +301,9 @@ class TextPPOAgent:
                 verbose=0,
                 policy_kwargs=dict(
                     features_extractor_class=CommandScoringExtractor,
-                    features_extractor_kwargs=dict(max_actions=max_actions, dim=self.encoder.dim, hidden=self.hidden),
+                    features_extractor_kwargs=dict(
+                        max_actions=max_actions, dim=self.encoder.dim, hidden=self.hidden, prior_scale=self.prior_scale
+                    ),
                     net_arch=dict(pi=[], vf=[]),
                     share_features_extractor=True,
                 ),
@@ -319,6 +334,15 @@ class TextPPOAgent:
         """One action for an encoded observation, masked to the admissible commands."""
         assert self.model is not None, "train() or load a model first"
         action, _ = self.model.predict(obs, action_masks=env.action_masks(), deterministic=deterministic)
+        return int(action)
+
+    def act_text(self, observation: str, commands: list[str], deterministic: bool = False) -> int:
+        """One command index for a text observation (same interface as the GFlowNet's policy)."""
+        assert self.model is not None, "train() or load a model first"
+        max_actions = int(self.model.action_space.n)
+        mask = np.arange(max_actions) < len(commands)
+        obs = encode_commands(self.encoder, observation, commands, max_actions)
+        action, _ = self.model.predict(obs, action_masks=mask, deterministic=deterministic)
         return int(action)
 
     def evaluate(self, env: gym.Env, rng: np.random.Generator, episodes: int, deterministic: bool = False):

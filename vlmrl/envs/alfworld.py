@@ -177,6 +177,9 @@ class AlfWorldEnv(TextActionEnv):
         frame_size: ``(height, width)`` of the drawn text screen.
         render_mode: only ``"rgb_array"``.
         memoize_parsing: apply :func:`memoize_textworld_parsing` (same texts, about 2x faster steps).
+        skip_commands: prefixes of admissible commands left out of the action set. The defaults never
+            change the game (they only print what the observation already shows: the room, the inventory,
+            a receptacle's contents); ``[]`` keeps ALFWorld's full command set.
     """
 
     title = "ALFWorld"
@@ -191,6 +194,7 @@ class AlfWorldEnv(TextActionEnv):
         frame_size: tuple[int, int] = (256, 320),
         render_mode: str | None = "rgb_array",
         memoize_parsing: bool = True,
+        skip_commands: Sequence[str] = ("help", "inventory", "look", "examine"),
     ):
         super().__init__(
             max_actions=max_actions,
@@ -205,6 +209,7 @@ class AlfWorldEnv(TextActionEnv):
             self.game_files = [g for g in self.game_files if any(s in g for s in games)]
             if not self.game_files:
                 raise ValueError(f"no game under {self.data_dir} matches games={list(games)}")
+        self.skip_commands = tuple(skip_commands)
         if memoize_parsing:
             memoize_textworld_parsing()
         self._tw_envs: dict[str, Any] = {}
@@ -262,10 +267,8 @@ class AlfWorldEnv(TextActionEnv):
         room = room.split("Your task is to:")[0]
         return self._observation(room), self._commands_of(state)
 
-    @staticmethod
-    def _commands_of(state) -> list[str]:
-        # "help" and "inventory" never change the game; the observation already says what is carried.
-        return [c for c in state["admissible_commands"] if c not in ("help", "inventory")]
+    def _commands_of(self, state) -> list[str]:
+        return [c for c in state["admissible_commands"] if not c.startswith(self.skip_commands)]
 
     def _play(self, command: str):
         assert self._tw is not None
