@@ -3,6 +3,11 @@
 Builds the env (``envs``) and reward source (``labelers``) the way ``vlmrl train`` does, rolls out random
 actions or a checkpoint's policy, and writes ``reward_eval.{json,html}``, ``extremes.png`` and ``scores.npz``
 (see :mod:`vlmrl.report.reward_eval`).
+
+``variants`` compares several settings of the reward source on the same rollouts (rendering is the slow part,
+and identical frames make the comparison fair): each entry overrides keys of ``labelers``, e.g.
+``vlmrl evaluate-reward experiments=humanoid_kneel 'variants=[{alpha:0.0},{alpha:0.5},{alpha:1.0}]'`` writes one
+sub-folder per setting and ``comparison.{html,json}`` ranking them.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 
 def _policy(cfg: DictConfig):
@@ -48,10 +54,37 @@ def _setup(cfg: DictConfig, ckpt: Path | None) -> dict[str, Any]:
     return rows
 
 
+def _variant_name(variant: dict) -> str:
+    """A short readable name of a labelers override, e.g. ``alpha=0.5``."""
+    if not variant:
+        return "as configured"
+    return ", ".join(f"{k}={v}" for k, v in variant.items())[:80]
+
+
+def _variant_cfg(cfg: DictConfig, variant: dict) -> DictConfig:
+    """``cfg`` with ``variant`` merged into ``cfg.labelers``."""
+    vcfg = cfg.copy()
+    try:
+        with open_dict(vcfg):
+            vcfg.labelers = OmegaConf.merge(cfg.labelers, variant)
+    except OmegaConfBaseException as err:
+        raise ValueError(f"variant {variant} does not fit labelers: {err}; list its keys with --cfg") from None
+    return vcfg
+
+
+def _load_reward_state(cfg: DictConfig, reward, ckpt: Path | None) -> None:
+    state = Path(cfg.reward_state) if cfg.get("reward_state") else (ckpt.with_suffix("") if ckpt else None)
+    if state is not None and hasattr(reward, "load_state"):
+        if state.is_dir():
+            reward.load_state(state)
+        elif cfg.get("reward_state"):
+            raise FileNotFoundError(f"reward_state={state} is not a folder; pass checkpoints/step_<N>/")
+
+
 def main(cfg: DictConfig) -> dict[str, Any]:
-    """Score ``cfg.episodes`` rollouts with ``cfg.labelers`` and compare with the env's reward."""
+    """Score ``cfg.episodes`` rollouts with ``cfg.labelers`` (or each of ``cfg.variants``) against the ground truth."""
     from vlmrl.jobs.train import build_reward
-    from vlmrl.report.reward_eval import evaluate_reward
+    from vlmrl.report.reward_eval import collect_rollouts, evaluate_reward, write_comparison
 
     out = (
         Path(cfg.out)
@@ -66,45 +99,58 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("no env configured; choose one with envs=<name> (e.g. envs=humanoid)")
     env_fn = instantiate(cfg.envs, _partial_=True)
     policy, ckpt = _policy(cfg)
-    reward = build_reward(cfg, out, rng)
-    if reward is None:
-        raise ValueError(
-            "labelers= builds no reward model, so there is nothing to evaluate; "
-            "choose a reward source, e.g. labelers=clip"
-        )
-    try:
-        state = Path(cfg.reward_state) if cfg.get("reward_state") else (ckpt.with_suffix("") if ckpt else None)
-        if state is not None and hasattr(reward, "load_state"):
-            if state.is_dir():
-                reward.load_state(state)
-            elif cfg.get("reward_state"):
-                raise FileNotFoundError(f"reward_state={state} is not a folder; pass checkpoints/step_<N>/")
-        result = evaluate_reward(
-            env_fn,
-            reward,
-            out,
-            rng,
-            policy=policy,
-            episodes=int(cfg.episodes),
-            max_steps=int(cfg.max_steps),
-            top_k=int(cfg.top_k),
-            batch_size=int(cfg.batch_size),
-            title=str(cfg.name),
-            setup=_setup(cfg, ckpt),
-            truth_key=str(cfg.get("truth_key", "env_reward")),
-            max_per_episode=cfg.get("max_per_episode", 2),
-        )
-    finally:
-        if hasattr(reward, "close"):
-            reward.close()
-    keys = (
-        "spearman",
-        "kendall",
-        "pearson",
-        "epic",
-        "episode_spearman",
-        "transitions",
-        "html",
-        "extremes_png",
+    variants = [
+        OmegaConf.to_container(v, resolve=True) if not isinstance(v, dict) else v for v in (cfg.get("variants") or [])
+    ]
+    if any(not isinstance(v, dict) for v in variants):
+        raise ValueError("variants must be a list of labelers overrides, e.g. 'variants=[{alpha:0.0},{alpha:1.0}]'")
+    truth_key = str(cfg.get("truth_key", "env_reward"))
+    common = dict(
+        policy=policy,
+        episodes=int(cfg.episodes),
+        max_steps=int(cfg.max_steps),
+        top_k=int(cfg.top_k),
+        batch_size=int(cfg.batch_size),
+        truth_key=truth_key,
+        max_per_episode=cfg.get("max_per_episode", 2),
     )
-    return {"out": str(out), **{k: result[k] for k in keys if k in result}}
+    results: dict[str, dict[str, Any]] = {}
+    rollouts = None
+    for i, variant in enumerate(variants or [{}]):
+        vcfg = _variant_cfg(cfg, variant) if variants else cfg
+        vout = out / f"variant_{i}" if variants else out
+        reward = build_reward(vcfg, vout, rng)
+        if reward is None:
+            raise ValueError(
+                "labelers= builds no reward model, so there is nothing to evaluate; "
+                "choose a reward source, e.g. labelers=clip"
+            )
+        try:
+            _load_reward_state(cfg, reward, ckpt)
+            key = getattr(reward, "input_key", "frame")
+            if variants and rollouts is None:  # collect once, score every variant on the same transitions
+                rollouts = collect_rollouts(env_fn, policy, int(cfg.episodes), int(cfg.max_steps), key, rng, truth_key)
+            name = _variant_name(variant)
+            results[name] = evaluate_reward(
+                env_fn,
+                reward,
+                vout,
+                rng,
+                title=f"{cfg.name} ({name})" if variants else str(cfg.name),
+                setup=_setup(vcfg, ckpt),
+                rollouts=rollouts,
+                **common,
+            )
+        finally:
+            if hasattr(reward, "close"):
+                reward.close()
+    keys = ("spearman", "kendall", "pearson", "epic", "episode_spearman", "transitions", "html", "extremes_png")
+    if not variants:
+        (result,) = results.values()
+        return {"out": str(out), **{k: result[k] for k in keys if k in result}}
+    page = write_comparison(results, out, str(cfg.name))
+    return {
+        "out": str(out),
+        "comparison": str(page),
+        "variants": {n: {k: r[k] for k in ("spearman", "kendall", "epic") if k in r} for n, r in results.items()},
+    }

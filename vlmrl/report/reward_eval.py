@@ -131,11 +131,15 @@ def evaluate_reward(
     setup: dict | None = None,
     truth_key: str = "env_reward",
     max_per_episode: int | None = 2,
+    rollouts: Rollouts | None = None,
 ) -> dict[str, Any]:
     """Roll out, score, compare with the ground truth and write the outputs into ``out``.
 
-    ``max_per_episode`` caps how many of the highest (and lowest) scored frames come from one episode, so the
-    extremes show different situations; ``None`` shows the plain top and bottom ``top_k``.
+    Pass ``rollouts`` (from :func:`collect_rollouts`) to score transitions already collected, e.g. to compare
+    several reward settings on the very same frames; ``env_fn``, ``policy``, ``episodes``, ``max_steps`` and
+    ``truth_key`` are then unused. ``max_per_episode`` caps how many of the highest (and lowest) scored frames
+    come from one episode, so the extremes show different situations; ``None`` shows the plain top and bottom
+    ``top_k``.
 
     Returns:
         The agreement numbers (see :func:`~vlmrl.report.reward_quality.reward_agreement`), timings and the
@@ -145,7 +149,9 @@ def evaluate_reward(
     out.mkdir(parents=True, exist_ok=True)
     key = getattr(reward, "input_key", "frame")
     t0 = time.perf_counter()
-    roll = collect_rollouts(env_fn, policy, episodes, max_steps, key, rng, truth_key)
+    roll = (
+        rollouts if rollouts is not None else collect_rollouts(env_fn, policy, episodes, max_steps, key, rng, truth_key)
+    )
     t1 = time.perf_counter()
     model = score(reward, roll.inputs, batch_size)
     t2 = time.perf_counter()
@@ -182,6 +188,7 @@ def evaluate_reward(
         "truth_key": truth_key,
         "reward": type(reward).__name__,
         "policy": "random" if policy is None else "checkpoint",
+        "rollouts_reused": rollouts is not None,
         "setup": setup or {},
         "top": [
             {
@@ -304,3 +311,50 @@ def _page(result, model, roll: Rollouts, png: bytes, top, bottom, title: str) ->
             )
         )
     return H.page(f"vlmrl reward quality: {title}", "\n".join(body))
+
+
+def write_comparison(results: dict[str, dict[str, Any]], out: str | Path, title: str = "") -> Path:
+    """A page and a JSON ranking several reward settings scored on the same rollouts.
+
+    Args:
+        results: per variant name, the dict :func:`evaluate_reward` returned (its ``html`` links the details).
+        out: folder for ``comparison.html`` and ``comparison.json``.
+        title: page title.
+    """
+    out = Path(out)
+    names = sorted(results, key=lambda n: -np.nan_to_num(results[n]["spearman"], nan=-2.0))
+    cols = ("spearman", "kendall", "pearson", "epic", "episode_spearman", "model_reward_std")
+    rows = [[n, *(results[n].get(c, "") for c in cols)] for n in names]
+    (out / "comparison.json").write_text(
+        json.dumps({n: {c: results[n].get(c) for c in (*cols, "html")} for n in names}, indent=2, default=str)
+    )
+    links = "".join(
+        f'<li><a href="{H.esc(Path(results[n]["html"]).relative_to(out).as_posix())}">{H.esc(n)}</a></li>'
+        for n in names
+    )
+    best = names[0]
+    summary = (
+        f"{len(names)} reward settings scored on the same {int(results[best]['transitions']):,} transitions. "
+        f"Best rank agreement with the ground truth: {best} (Spearman {results[best]['spearman']:.3f}, "
+        f"EPIC {results[best]['epic']:.3f})."
+    )
+    body = [
+        f"<h1>Reward settings compared: {H.esc(title)}</h1>",
+        H.section("summary", "Summary", f'<div class="summary"><p>{H.esc(summary)}</p></div>'),
+        H.section("table", "Agreement with the ground truth", H.table(["setting", *cols], rows)),
+        H.section(
+            "bars",
+            "Spearman by setting",
+            H.plot(
+                plots.bar_svg(
+                    names,
+                    [float(np.nan_to_num(results[n]["spearman"])) for n in names],
+                    "Spearman",
+                    "Rank agreement with the ground truth",
+                    ylim=(-1.05, 1.15),
+                )
+            ),
+        ),
+        H.section("details", "Per-setting pages (extremes, scatter)", f"<ul>{links}</ul>"),
+    ]
+    return H.write_atomic(out / "comparison.html", H.page(f"vlmrl reward comparison: {title}", "\n".join(body)))
