@@ -149,3 +149,19 @@ def test_bad_settings_name_the_fix():
     agent = _agent()
     with pytest.raises(ValueError, match="no admissible commands"):
         agent.act("s", [], np.random.default_rng(0))
+
+
+@pytest.mark.slow  # loading sentence-transformers takes 10-40 s on a busy 2-core machine
+def test_default_encoder_from_config_is_the_shipped_minilm():
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from vlmrl.cli import CONF_DIR
+
+    cfg = OmegaConf.load(CONF_DIR / "agents" / "gflownet.yaml")
+    cfg.encoder.device = "cpu"
+    encoder = instantiate(cfg.encoder)
+    x = encoder.encode(["go to fridge 1", "open the fridge", "Target: 3"]).numpy()
+    assert x.shape == (3, 384) and np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-4)
+    sims = x @ x.T
+    assert sims[0, 1] > 0.5 > sims[0, 2]  # related commands are closer than unrelated text
