@@ -17,6 +17,7 @@ def test_train_then_rollout_writes_checkpoint_tensorboard_and_videos(tmp_path, c
     run_dir = tmp_path / "humanoid_kneel"
     (run,) = list(run_dir.iterdir())
     assert result["run_dir"] == str(run)
+    assert result["report"] == str(run / "report.html") and "<video" in (run / "report.html").read_text()
     assert sorted(p.name for p in (run / "checkpoints").glob("*.zip")) == ["step_128.zip", "step_256.zip"]
     assert list((run / "tb").rglob("events.out.tfevents.*"))
     assert (run / "videos" / "step_128.mp4").exists() and (run / "videos" / "final.mp4").exists()

@@ -42,4 +42,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             reward.close()
     result = {"run_dir": str(run_dir), **result}
     (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    try:
+        from vlmrl.report.run_report import write_report
+
+        result["report"] = str(write_report(run_dir))
+    except Exception as err:  # a report must never fail a finished run
+        log.warning("could not write the run report: %s", err)
     return result

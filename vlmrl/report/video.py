@@ -35,7 +35,11 @@ def reward_panel(rewards: np.ndarray, t: int, width: int, height: int, episode_s
         draw.line(pts[: t + 1], fill=_DONE_COLOR, width=2) if t >= 1 else None
     x, y = pts[t]
     draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(214, 39, 40))
-    draw.text((pad_x, 1), f"{title}  r[{t}]={rewards[t]:.4f}  (min {lo:.3g}, max {hi:.3g})", fill=(0, 0, 0))
+    # ~6 px per character in PIL's default font: drop the title and range on narrow frames.
+    text = f"{title}  r[{t}]={rewards[t]:.4f}  (min {lo:.3g}, max {hi:.3g})"
+    if len(text) * 6 > width:
+        text = f"r[{t}]={rewards[t]:.3f}"
+    draw.text((pad_x, 1), text, fill=(0, 0, 0))
     return np.asarray(img)
 
 
