@@ -53,16 +53,21 @@ def test_labels_every_message_once_through_every_fault(tmp_path):
 def test_restarted_server_and_new_run_pay_nothing_again(tmp_path):
     store = tmp_path / "labels.sqlite"
     with StubEndpoint() as stub:
-        with AnnotationServer(judge(threshold=0.5), store_path=store, endpoint=stub.base_url) as server:
+        with AnnotationServer(judge(), store_path=store, endpoint=stub.base_url) as server:
             server.submit(MESSAGES)
             assert server.wait_idle(timeout=30)
         first = sum(paid_messages(stub).values())
-        with AnnotationServer(judge(threshold=0.5), store_path=store, endpoint=stub.base_url) as server:
+        assert sum(stub.paid[c] for c in CONTENT_FREE) == 3  # calibration, paid once
+        with AnnotationServer(judge(), store_path=store, endpoint=stub.base_url) as server:
+            assert server.labeler.threshold == pytest.approx(CONTENT_FREE_MARGIN)  # calibration reused
+            server.submit(["You kill the newt!"])
+            assert server.wait_idle(timeout=30) and server.labels(["You kill the newt!"]) == {"You kill the newt!": 1}
             ack = server.submit(MESSAGES)
             assert ack["new"] == 0 and ack["known"] == 20
             assert server.labels(MESSAGES) == EXPECTED
-            assert server.stats()["cache_hit_rate"] == 1.0
-    assert first == 20 and sum(paid_messages(stub).values()) == 20
+            assert server.stats()["cache_hit_rate"] == pytest.approx(20 / 21)
+    assert first == 20 and sum(paid_messages(stub).values()) == 21
+    assert sum(stub.paid[c] for c in CONTENT_FREE) == 3
 
 
 def test_free_text_path_and_parse_failures(tmp_path):

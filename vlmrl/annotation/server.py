@@ -82,6 +82,7 @@ class AnnotationServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
         self.started = 0.0
+        self._saved_calibration: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -97,6 +98,9 @@ class AnnotationServer:
             self.backend = LlamaCppServer(**self.embedded_kwargs).start()
             self.labeler.connect(self.backend.base_url)
         self.store = AnnotationStore(self.store_path, self.labeler.name, self.labeler.model_id, self.labeler.template)
+        if hasattr(self.labeler, "set_calibration"):  # calibration answers were paid for too: reuse them
+            self.labeler.set_calibration(self.store.get_state("calibration") or {})
+            self._saved_calibration = self.labeler.calibration
         self.started = time.time()
         self._worker = threading.Thread(target=self._work, name="annotation-worker", daemon=True)
         self._worker.start()
@@ -198,6 +202,10 @@ class AnnotationServer:
             failed = [m for m, lab in zip(batch, labels, strict=True) if lab is None]
             self.store.put(answered)
             self.store.release(failed)
+            calibration = getattr(self.labeler, "calibration", {})
+            if calibration != self._saved_calibration:
+                self.store.set_state("calibration", calibration)
+                self._saved_calibration = calibration
             now = time.time()
             self._label_times.extend([now] * len(answered))
             self.counters["labeled"] += len(answered)

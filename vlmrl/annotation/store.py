@@ -47,6 +47,7 @@ class AnnotationStore:
             " raw TEXT, meta TEXT, created REAL)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS pending (key TEXT PRIMARY KEY, message TEXT, submitted REAL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS judge_state (key TEXT PRIMARY KEY, value TEXT)")
         self.labels: dict[str, int] = {}  # message -> label value, everything this judge has answered
         self.pending: OrderedDict[str, str] = OrderedDict()  # message -> key, oldest first
         self.in_flight: set[str] = set()
@@ -134,6 +135,20 @@ class AnnotationStore:
                 self.labels[m] = int(label.value)
                 self.pending.pop(m, None)
                 self.in_flight.discard(m)
+
+    def get_state(self, name: str) -> dict | None:
+        """A JSON value this judge configuration saved under ``name`` (e.g. its calibration), or ``None``."""
+        with self._lock:
+            key = self.key(f"state:{name}")
+            row = self._db.execute("SELECT value FROM judge_state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_state(self, name: str, value: dict) -> None:
+        """Save a JSON value for this judge configuration (committed before returning)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO judge_state VALUES (?, ?)", (self.key(f"state:{name}"), json.dumps(value))
+            )
 
     def lookup(self, messages: Iterable[str]) -> dict[str, int | None]:
         """Label value of each message, ``None`` while it has none."""

@@ -219,6 +219,17 @@ class LLMJudge(Labeler):
         self.threshold = float(sum(self._calibration.values()) / len(self._calibration))
         return self.threshold
 
+    @property
+    def calibration(self) -> dict[str, float]:
+        """Yes/no margins measured on the content-free inputs so far (to persist them: they were paid for)."""
+        return dict(self._calibration)
+
+    def set_calibration(self, margins: dict[str, float]) -> None:
+        """Reuse margins measured earlier; sets the threshold once every content-free input has one."""
+        self._calibration.update({k: float(v) for k, v in margins.items() if k in CONTENT_FREE})
+        if self.threshold is None and len(self._calibration) == len(CONTENT_FREE):
+            self.threshold = float(sum(self._calibration.values()) / len(self._calibration))
+
     def _margins(self, messages: list[str]) -> list[float | None]:
         prompts = [self.template.replace("{message}", m) for m in messages]
         if self.batch_prompts:
