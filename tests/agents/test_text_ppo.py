@@ -8,6 +8,7 @@ pytest.importorskip("sb3_contrib")
 from vlmrl.agents.gflownet import GFlowNetAgent, HashingEncoder, random_policy  # noqa: E402
 from vlmrl.agents.text_ppo import EncodedCommandsObservation, TextPPOAgent  # noqa: E402
 from vlmrl.envs.text_games import NumberLineEnv  # noqa: E402
+from vlmrl.rewards.base import RewardModel  # noqa: E402
 
 
 def env_fn():
@@ -42,7 +43,23 @@ def test_maskable_ppo_learns_numberline_and_resumes(tmp_path):
     assert resumed["steps"] == 4352  # one more rollout on top of the 4096 loaded
 
 
-def test_reward_model_is_refused_not_ignored(tmp_path):
-    agent = TextPPOAgent(encoder=HashingEncoder(), total_timesteps=64)
-    with pytest.raises(NotImplementedError, match="gflownet"):
-        agent.train(env_fn=env_fn, reward=object(), run_dir=tmp_path)
+class ReachedJudge(RewardModel):
+    """A text judge: 1.0 for a message saying the target was reached."""
+
+    input_key = "message"
+
+    def __init__(self):
+        self.batches = []
+
+    def predict(self, batch):
+        self.batches.append(len(batch))
+        return np.array([1.0 if "reached" in m else 0.0 for m in batch], dtype=np.float32)
+
+
+def test_reward_model_rewrites_each_rollout_in_one_batch(tmp_path):
+    judge = ReachedJudge()
+    agent = TextPPOAgent(encoder=HashingEncoder(), total_timesteps=2048, n_envs=4, n_steps=64, batch_size=64,
+                         learning_rate=1e-3, env_reward_coef=0.0, model_reward_coef=1.0, eval_episodes=100)
+    result = agent.train(env_fn=env_fn, reward=judge, run_dir=tmp_path, rng=np.random.default_rng(0))
+    assert judge.batches == [256] * 8  # n_envs * n_steps messages per rollout, one call each
+    assert result["eval_success_rate"] > 0.75, result  # learned from the judge alone

@@ -103,6 +103,28 @@ class FirstK(nn.Module):
         return latent[..., : self.k]
 
 
+def _reward_callback(reward, env_reward_coef: float, model_reward_coef: float):
+    """The PPO agent's rollout-end reward rewrite, fed the bootstrap value MaskablePPO does not hand over.
+
+    SB3's PPO refreshes the callback's locals right before ``on_rollout_end``; sb3-contrib's MaskablePPO
+    does not, so ``locals["values"]`` would be V(s_{T-1}). Recompute V(s_T) from the last observation.
+    """
+    from stable_baselines3.common.utils import obs_as_tensor
+
+    from vlmrl.agents.ppo import RolloutRewardCallback
+
+    class MaskableRolloutReward(RolloutRewardCallback):
+        def _on_rollout_end(self) -> None:
+            with torch.no_grad():
+                last_obs = obs_as_tensor(self.model._last_obs, self.model.device)
+                self.locals["values"] = self.model.policy.predict_values(last_obs)
+            super()._on_rollout_end()
+
+    return MaskableRolloutReward(
+        reward, env_reward_coef=env_reward_coef, model_reward_coef=model_reward_coef, async_scoring=False
+    )
+
+
 def _policy_class():
     from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 
@@ -201,6 +223,9 @@ class TextPPOAgent:
         total_timesteps: env steps to train for.
         n_envs: parallel envs (DummyVecEnv).
         n_steps, batch_size, n_epochs, learning_rate, gamma, gae_lambda, ent_coef, clip_range: PPO settings.
+        env_reward_coef: weight of the env reward when a reward model is given.
+        model_reward_coef: weight of the reward model (``info[reward.input_key]`` of every step, scored once
+            per rollout by the PPO agent's callback).
         hidden: width of the pair scorer and value features.
         prior_scale: initial weight of the encoder's (observation, command) similarity in the logits.
         eval_episodes: episodes sampled from the trained policy for the final report.
@@ -222,6 +247,8 @@ class TextPPOAgent:
         gae_lambda: float = 0.95,
         ent_coef: float = 0.01,
         clip_range: float = 0.2,
+        env_reward_coef: float = 1.0,
+        model_reward_coef: float = 1.0,
         hidden: int = 128,
         prior_scale: float = 0.0,
         eval_episodes: int = 20,
@@ -244,6 +271,7 @@ class TextPPOAgent:
             ent_coef=float(ent_coef),
             clip_range=float(clip_range),
         )
+        self.env_reward_coef, self.model_reward_coef = float(env_reward_coef), float(model_reward_coef)
         self.hidden = int(hidden)
         self.prior_scale = float(prior_scale)
         self.eval_episodes = int(eval_episodes)
@@ -270,16 +298,12 @@ class TextPPOAgent:
     ) -> dict[str, Any]:
         """Train MaskablePPO on ``env_fn()`` envs; writes checkpoints, metrics.jsonl and result.json.
 
-        ``reward`` (a learned or LLM reward model) is not supported here yet: the env's reward is used and
-        a given reward model is an error rather than silently ignored.
+        ``reward`` (a :class:`~vlmrl.rewards.base.RewardModel`, e.g. an LLM judge reading
+        ``info["message"]``) rewrites the rollout's rewards once per rollout; ``None`` trains on the env
+        reward.
         """
         from sb3_contrib import MaskablePPO
-
-        if reward is not None:
-            raise NotImplementedError(
-                "text PPO trains on the env reward only: use agents=gflownet for reward models, or"
-                " labelers=none"
-            )
+        from stable_baselines3.common.callbacks import CallbackList
         rng = rng if rng is not None else np.random.default_rng(0)
         if self.torch_threads:
             torch.set_num_threads(int(self.torch_threads))
@@ -313,7 +337,10 @@ class TextPPOAgent:
         log.last_ckpt = int(self.model.num_timesteps)
         remaining = max(0, self.total_timesteps - int(self.model.num_timesteps))
         try:
-            self.model.learn(remaining, callback=log, reset_num_timesteps=latest is None)
+            callbacks = [log]
+            if reward is not None:
+                callbacks.insert(0, _reward_callback(reward, self.env_reward_coef, self.model_reward_coef))
+            self.model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=latest is None)
         finally:
             final = save_atomic(self.model, ckpt_dir / f"step_{self.model.num_timesteps}.zip")
         vec.close()
