@@ -27,7 +27,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         token_env=cfg.token_env,
     )
     done = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+        previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     server.start()
     print(f"annotation server on {server.url} (backend {labeler.base_url}, model {labeler.model_id})", flush=True)
     try:
