@@ -74,3 +74,28 @@ def test_frame_pool_never_changes_a_frame_somebody_kept():
         np.testing.assert_array_equal(frame, copy)
     chars, colors = env._last["tty_chars"], env._last["tty_colors"]
     np.testing.assert_array_equal(env.render(), render_tty(chars, colors))  # incremental == full redraw
+
+
+@pytest.mark.parametrize("mode", ["lazy", True])
+def test_frame_in_info_shows_its_own_step(mode):
+    import pickle
+
+    env = make_nethack("score", max_episode_steps=100, frame_in_info=mode)
+    env.reset(seed=2)
+    infos, screens = [], []
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        *_, info = env.step(int(rng.integers(env.action_space.n)))
+        infos.append(info)
+        screens.append(env.render().copy())
+    for info, screen in zip(infos, screens, strict=True):  # read after later steps: still that step's screen
+        assert "frame" in info
+        np.testing.assert_array_equal(info["frame"], screen)
+        np.testing.assert_array_equal(info.get("frame"), screen)
+    clone = pickle.loads(pickle.dumps(infos[3]))  # subprocess vector envs pickle infos
+    np.testing.assert_array_equal(clone["frame"], screens[3])
+    assert clone["message"] == infos[3]["message"]
+    with pytest.raises(KeyError):
+        infos[0]["no_such_key"]
+    with pytest.raises(ValueError, match="frame_in_info"):
+        make_nethack("score", frame_in_info="sometimes")

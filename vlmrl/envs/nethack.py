@@ -144,6 +144,34 @@ def decode_message(message: np.ndarray) -> str:
     return bytes(message).split(b"\0", 1)[0].decode("latin-1").strip()
 
 
+class StepInfo(dict):
+    """A step's ``info`` whose ``"frame"`` is drawn from the step's tty only when somebody reads it.
+
+    Drawing a 288x480 frame costs about half an NLE step, and text rewards never look at it. The tty of the
+    step is kept (3.8 KB), so ``info["frame"]`` read later still shows that step. ``"frame" in info``,
+    ``info.get("frame")`` and pickling (subprocess vector envs) behave as if the frame were stored; a plain
+    copy (``dict(info)``, ``info.items()``) carries the frame only once it has been read.
+    """
+
+    def __init__(self, *args: Any, tty: tuple[np.ndarray, np.ndarray], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.tty = tty
+
+    def __missing__(self, key: str) -> np.ndarray:
+        if key != "frame":
+            raise KeyError(key)
+        frame = render_tty(*self.tty)
+        self["frame"] = frame
+        return frame
+
+    def __contains__(self, key: object) -> bool:
+        return key == "frame" or super().__contains__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Like ``dict.get``; ``"frame"`` is drawn on first access."""
+        return self[key] if key in self else default
+
+
 class NetHackText(gym.Wrapper):
     """Wraps an NLE task: vector observations for the policy, message text and tty frame in ``info``.
 
@@ -153,18 +181,21 @@ class NetHackText(gym.Wrapper):
     Args:
         env: an NLE env created with at least the keys in :data:`OBSERVATION_KEYS`.
         crop: side of the egocentric window of map characters around the hero (odd).
-        frame_in_info: draw the tty into ``info["frame"]`` at every step (videos, image rewards).
+        frame_in_info: ``"lazy"`` (``info["frame"]`` drawn when first read; default), ``True`` (drawn at every
+            step) or ``False`` (no frame in ``info``; ``render()`` still works).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
 
-    def __init__(self, env: gym.Env, crop: int = 9, frame_in_info: bool = True):
+    def __init__(self, env: gym.Env, crop: int = 9, frame_in_info: bool | str = "lazy"):
         super().__init__(env)
         missing = [k for k in OBSERVATION_KEYS if k not in env.observation_space.spaces]
         if missing:
             raise ValueError(
                 f"NLE env lacks observation keys {missing}: create it with observation_keys={OBSERVATION_KEYS}"
             )
+        if frame_in_info not in (True, False, "lazy"):
+            raise ValueError(f"frame_in_info must be lazy, true or false, got {frame_in_info!r}")
         if crop % 2 != 1 or crop < 1:
             raise ValueError(f"crop must be a positive odd number, got {crop}: pass envs.crop=9")
         self.crop = crop
@@ -194,10 +225,13 @@ class NetHackText(gym.Wrapper):
         return out
 
     def _info(self, obs: dict[str, np.ndarray], info: dict[str, Any], reward: float) -> dict[str, Any]:
-        info = dict(info)
+        if self.frame_in_info == "lazy":
+            info = StepInfo(info, tty=(obs["tty_chars"].copy(), obs["tty_colors"].copy()))
+        else:
+            info = dict(info)
         info["message"] = decode_message(obs["message"])
         info["env_reward"] = float(reward)
-        if self.frame_in_info:
+        if self.frame_in_info is True:
             info["frame"] = self._frames.draw(obs["tty_chars"], obs["tty_colors"])
         return info
 
@@ -224,7 +258,7 @@ def make_nethack(
     task: str = "score",
     max_episode_steps: int = 1000,
     crop: int = 9,
-    frame_in_info: bool = True,
+    frame_in_info: bool | str = "lazy",
     render_mode: str | None = "rgb_array",
     **nle_kwargs: Any,
 ) -> NetHackText:
@@ -234,7 +268,7 @@ def make_nethack(
         task: one of :data:`TASKS` (``score``, ``gold``, ``eat``, ``staircase``, ``oracle``...) or an NLE env id.
         max_episode_steps: NLE's own step limit (episodes end truncated).
         crop: egocentric window size of the policy observation.
-        frame_in_info: draw the tty into every step's info.
+        frame_in_info: ``"lazy"`` (drawn when read), ``True`` (every step) or ``False`` (only ``render()``).
         render_mode: only ``"rgb_array"`` (or ``None``) is supported; frames come from the tty.
         **nle_kwargs: passed to NLE (e.g. ``character="mon-hum-neu-mal"``).
     """
