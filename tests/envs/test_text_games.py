@@ -91,3 +91,11 @@ def test_draw_text_screen_wraps_and_rejects_tiny():
     assert frame.shape == (64, 96, 3)
     with pytest.raises(ValueError, match="height, width"):
         draw_text_screen("x", height=8, width=8)
+
+
+def test_numberline_task_id_names_start_and_target():
+    env = NumberLineEnv(max_number=5)
+    _, info = env.reset(seed=0, options={"target": 4, "current": 1})
+    assert info["task_id"] == "from 1 to 4"
+    _, _, _, _, info = env.step("increase")
+    assert info["task_id"] == "from 1 to 4"  # fixed for the whole episode

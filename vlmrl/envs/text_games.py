@@ -196,6 +196,7 @@ class NumberLineEnv(TextActionEnv):
         )
         self.target = 0
         self.current = 0
+        self.task_id = ""
 
     @property
     def goal(self) -> str:
@@ -216,7 +217,13 @@ class NumberLineEnv(TextActionEnv):
         for name, value in (("target", self.target), ("current", self.current)):
             if not 0 <= value <= self.max_number:
                 raise ValueError(f"{name}={value} is outside [0, {self.max_number}]: pass 0 <= {name} <= max_number")
+        self.task_id = f"from {self.current} to {self.target}"
         return self._screen("What do you do?"), list(self.COMMANDS)
+
+    def _info(self, reward: float) -> dict[str, Any]:
+        info = super()._info(reward)
+        info["task_id"] = self.task_id  # start and target: one "task" for counting distinct solutions
+        return info
 
     def _play(self, command):
         step = 1 if command == "increase" else -1
