@@ -78,7 +78,7 @@ def run(env_name: str, seed: int, encoder, args, workdir: Path) -> list[dict]:
     n_envs, n_steps = 4, 64
     ppo = TextPPOAgent(encoder=encoder, total_timesteps=max(budget, n_envs * n_steps), n_envs=n_envs,
                        n_steps=n_steps, batch_size=64, learning_rate=1e-3, eval_episodes=0,
-                       checkpoint_every=10**9, prior_scale=args.prior_scale)
+                       checkpoint_every=10**9, prior_scale=args.prior_scale, video=False)
     ppo.train(env_fn=env_fn, run_dir=workdir / f"{env_name}_ppo_{seed}", rng=np.random.default_rng(seed))
     success, distinct = evaluate(env, lambda rng: ppo.act_text, args.eval_episodes,
                                  np.random.default_rng(10_000 + seed))

@@ -229,6 +229,7 @@ class TextPPOAgent:
         hidden: width of the pair scorer and value features.
         prior_scale: initial weight of the encoder's (observation, command) similarity in the logits.
         eval_episodes: episodes sampled from the trained policy for the final report.
+        video: write ``videos/final.mp4`` of one episode of the trained policy.
         checkpoint_every: env steps between checkpoints (``checkpoints/step_<N>.zip``).
         device: torch device.
         torch_threads: CPU threads for torch (1 is fastest for this small head); ``None`` leaves it alone.
@@ -252,6 +253,7 @@ class TextPPOAgent:
         hidden: int = 128,
         prior_scale: float = 0.0,
         eval_episodes: int = 20,
+        video: bool = True,
         checkpoint_every: int = 10_000,
         device: str = "cpu",
         torch_threads: int | None = 1,
@@ -275,6 +277,7 @@ class TextPPOAgent:
         self.hidden = int(hidden)
         self.prior_scale = float(prior_scale)
         self.eval_episodes = int(eval_episodes)
+        self.video = bool(video)
         self.checkpoint_every = int(checkpoint_every)
         self.device = device
         self.torch_threads = torch_threads
@@ -347,11 +350,13 @@ class TextPPOAgent:
         env = self.wrap(env_fn())
         evaluation = self.evaluate(env, rng, self.eval_episodes)
         env.close()
+        video = self.write_video(env_fn, rng, run_dir / "videos" / "final.mp4") if self.video else None
         result = {
             "run_dir": str(run_dir),
             "steps": int(self.model.num_timesteps),
             "train_distinct_successes": len(log.successes),
             "checkpoint": str(final),
+            "video": str(video) if video else None,
             **evaluation,
         }
         (run_dir / "result.json").write_text(json.dumps(result, indent=2))
@@ -362,6 +367,21 @@ class TextPPOAgent:
         assert self.model is not None, "train() or load a model first"
         action, _ = self.model.predict(obs, action_masks=env.action_masks(), deterministic=deterministic)
         return int(action)
+
+    def write_video(self, env_fn: Callable[[], gym.Env], rng: np.random.Generator, path: Path) -> Path:
+        """One sampled episode's text screens with the env reward curve under them."""
+        from vlmrl.report.video import write_video
+
+        env = env_fn()
+        obs, info = env.reset(seed=int(rng.integers(2**31)))
+        frames, rewards, done = [info["frame"]], [0.0], False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(self.act_text(obs, info["admissible_commands"]))
+            frames.append(info["frame"])
+            rewards.append(float(reward))
+            done = terminated or truncated
+        env.close()
+        return write_video(path, np.stack(frames), np.asarray(rewards, np.float32), fps=2, title="MaskablePPO")
 
     def act_text(self, observation: str, commands: list[str], deterministic: bool = False) -> int:
         """One command index for a text observation (same interface as the GFlowNet's policy)."""
