@@ -260,7 +260,10 @@ class GFlowNetAgent:
             logits (see :class:`PairScorer`); 0 starts from a uniform-ish policy.
         lr: learning rate of the scorer.
         lr_log_z: learning rate of the log Z head (larger, as in the TB paper).
-        reward_temperature: T in ``R(tau) = exp(r / T)``; smaller T concentrates on high reward.
+        reward_temperature: T in ``R(tau) = exp(r / T)``; smaller T concentrates on high reward. With a 0/1
+            success reward, Z also sums the failures (R = 1 each), so successes dominate the sampler only if
+            ``1/T > log(#failing trajectories)`` (about steps * log(#commands)): 0.1 suits NumberLine,
+            ALFWorld's 30-step episodes need about 0.01.
         explore_temperature: softmax temperature of the sampling policy during training (>= 1 explores).
         epsilon: probability of a uniform random command at each training step.
         episodes_per_iteration: on-policy episodes per iteration.
