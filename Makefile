@@ -1,8 +1,8 @@
 # The two user-facing commands. Both set up .venv/ first (idempotent, skipped when up to date).
 .PHONY: run test setup
 
-run: setup  ## run the main job on its embedded default
-	.venv/bin/vlmrl train
+run: setup  ## the main job: ONI on NetHack with the embedded SmolLM2 judge (offline, a few minutes on 2 cores)
+	.venv/bin/vlmrl train nethack_oni_default
 
 test: setup  ## run the default (fast) test suite
 	.venv/bin/python -m pytest -q
