@@ -3,7 +3,10 @@
 On NumberLine and the shipped ALFWorld games, for several seeds: each learner gets the same env-step budget
 (PPO gets as many steps as the GFlowNet used), then each policy (and a uniform-random one) samples
 ``--eval-episodes`` episodes. Reported per (env, method): success rate and the number of distinct
-successful command sequences per task (GFlowVLM's diversity claim). Prints a table, then key=value lines;
+successful command sequences per task (GFlowVLM's diversity claim; a task is a start state and goal). On
+NumberLine, diversity is also counted over many episodes from two fixed starts ("fixed-start"), where a
+reward-maximiser settles on the shortest path and a GFlowNet samples every successful path (detours
+included) in proportion to its reward. Prints a table, then key=value lines;
 the last line is ``ratio=`` GFlowNet success / random success (pooled over envs and seeds, same run).
 
     .venv/bin/python benchmarks/gflownet_vs_ppo.py --envs numberline --encoder hashing      # ~10 min
@@ -56,6 +59,30 @@ def evaluate(env, policy_for, episodes: int, rng: np.random.Generator):
     return float(np.mean(wins)), float(np.mean([len(v) for v in per_task.values()]))
 
 
+class FixedStart:
+    """Resets a NumberLine env to one start and target, to sample many episodes of the same task."""
+
+    def __init__(self, env, current: int, target: int):
+        self.env, self.options = env, {"current": current, "target": target}
+
+    def reset(self, seed=None):
+        return self.env.reset(seed=seed, options=self.options)
+
+    def step(self, action):
+        return self.env.step(action)
+
+
+def diversity(env_name, env, policy_for, args, rng) -> float:
+    """NumberLine: distinct successful command sequences among ``--diversity-episodes`` from fixed starts."""
+    if env_name != "numberline":
+        return float("nan")
+    counts = []
+    for current, target in ((0, 3), (4, 1)):
+        _, distinct = evaluate(FixedStart(env, current, target), policy_for, args.diversity_episodes, rng)
+        counts.append(distinct)
+    return float(np.mean(counts))
+
+
 def run(env_name: str, seed: int, encoder, args, workdir: Path) -> list[dict]:
     from vlmrl.agents.text_ppo import TextPPOAgent
 
@@ -68,10 +95,11 @@ def run(env_name: str, seed: int, encoder, args, workdir: Path) -> list[dict]:
                         lr=args.lr, reward_temperature=args.reward_temperature, prior_scale=args.prior_scale)
     gfn.train(env_fn=env_fn, run_dir=workdir / f"{env_name}_gfn_{seed}", rng=np.random.default_rng(seed))
     env = env_fn()
-    success, distinct = evaluate(env, lambda rng: (lambda o, c: gfn.act(o, c, rng)), args.eval_episodes,
-                                 np.random.default_rng(10_000 + seed))
+    gfn_policy = lambda rng: (lambda o, c: gfn.act(o, c, rng))  # noqa: E731
+    success, distinct = evaluate(env, gfn_policy, args.eval_episodes, np.random.default_rng(10_000 + seed))
+    fixed = diversity(env_name, env, gfn_policy, args, np.random.default_rng(20_000 + seed))
     rows.append(dict(env=env_name, method="gflownet", seed=seed, success=success, distinct=distinct,
-                     steps=gfn.steps_done, seconds=time.time() - t))
+                     fixed=fixed, steps=gfn.steps_done, seconds=time.time() - t))
     budget = gfn.steps_done
 
     t = time.time()
@@ -82,13 +110,15 @@ def run(env_name: str, seed: int, encoder, args, workdir: Path) -> list[dict]:
     ppo.train(env_fn=env_fn, run_dir=workdir / f"{env_name}_ppo_{seed}", rng=np.random.default_rng(seed))
     success, distinct = evaluate(env, lambda rng: ppo.act_text, args.eval_episodes,
                                  np.random.default_rng(10_000 + seed))
-    rows.append(dict(env=env_name, method="ppo", seed=seed, success=success, distinct=distinct,
+    fixed = diversity(env_name, env, lambda rng: ppo.act_text, args, np.random.default_rng(20_000 + seed))
+    rows.append(dict(env=env_name, method="ppo", seed=seed, success=success, distinct=distinct, fixed=fixed,
                      steps=int(ppo.model.num_timesteps), seconds=time.time() - t))
 
     t = time.time()
     success, distinct = evaluate(env, random_policy, args.eval_episodes, np.random.default_rng(10_000 + seed))
-    rows.append(dict(env=env_name, method="random", seed=seed, success=success, distinct=distinct, steps=0,
-                     seconds=time.time() - t))
+    fixed = diversity(env_name, env, random_policy, args, np.random.default_rng(20_000 + seed))
+    rows.append(dict(env=env_name, method="random", seed=seed, success=success, distinct=distinct, fixed=fixed,
+                     steps=0, seconds=time.time() - t))
     env.close()
     return rows
 
@@ -102,6 +132,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--reward-temperature", type=float, default=0.1)
     parser.add_argument("--prior-scale", type=float, default=0.0)
+    parser.add_argument("--diversity-episodes", type=int, default=100,
+                        help="NumberLine: episodes sampled from each of two fixed starts to count distinct solutions")
     parser.add_argument("--max-number", type=int, default=5)
     parser.add_argument("--numberline-steps", type=int, default=8)
     parser.add_argument("--numberline-episodes", type=int, default=1000)
@@ -121,10 +153,11 @@ def main() -> None:
                 print("# " + "  ".join(f"{r['env']}/{r['method']}/s{r['seed']}: {r['success']:.2f}" for r in last),
                       flush=True)
 
-    print(f"\n{'env':<11} {'method':<9} {'seed':>4} {'success':>8} {'distinct/task':>14} {'steps':>7} {'sec':>7}")
+    print(f"\n{'env':<11} {'method':<9} {'seed':>4} {'success':>8} {'distinct/task':>14} {'fixed-start':>12}"
+          f" {'steps':>7} {'sec':>7}")
     for r in rows:
         print(f"{r['env']:<11} {r['method']:<9} {r['seed']:>4} {r['success']:>8.3f} {r['distinct']:>14.2f}"
-              f" {r['steps']:>7} {r['seconds']:>7.1f}")
+              f" {r['fixed']:>12.2f} {r['steps']:>7} {r['seconds']:>7.1f}")
     print()
     for env_name in args.envs.split(","):
         for method in ("gflownet", "ppo", "random"):
@@ -133,6 +166,8 @@ def main() -> None:
             print(f"{env_name}_{method}_success_mean={np.mean(succ):.3f}")
             print(f"{env_name}_{method}_success_std={np.std(succ):.3f}")
             print(f"{env_name}_{method}_distinct_per_task={np.mean([r['distinct'] for r in sel]):.2f}")
+            if env_name == "numberline":
+                print(f"{env_name}_{method}_distinct_fixed_start={np.mean([r['fixed'] for r in sel]):.2f}")
     print(f"encoder={args.encoder}")
     print(f"seeds={args.seeds}")
     print(f"eval_episodes={args.eval_episodes}")
