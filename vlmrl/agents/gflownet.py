@@ -68,11 +68,13 @@ class HashingEncoder(TextEncoder):
 
     Args:
         dim: number of hash buckets.
+        **unused: a :class:`SentenceEncoder`'s settings (``model_name``, ``device``), ignored, so that
+            ``agents.encoder._target_=vlmrl.agents.gflownet.HashingEncoder`` alone swaps the encoder.
     """
 
     name = "hashing"
 
-    def __init__(self, dim: int = 256, cache_size: int = 200_000):
+    def __init__(self, dim: int = 256, cache_size: int = 200_000, **unused: Any):
         super().__init__(cache_size)
         self.dim = int(dim)
 
