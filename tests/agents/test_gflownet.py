@@ -135,6 +135,11 @@ def test_train_writes_run_folder_resumes_and_beats_random(tmp_path):
     assert result["eval_success_rate"] > random_rate + 0.12, (result, random_rate)
     assert result["eval_distinct_successes_per_task"] >= 1.0
 
+    video = GFlowNetAgent(encoder=HashingEncoder()).rollout(
+        latest_checkpoint(tmp_path), env_fn, reward=None, out=tmp_path / "roll.mp4", episodes=2, seed=0
+    )
+    assert video.stat().st_size > 1000
+
     more = GFlowNetAgent(encoder=HashingEncoder(), total_episodes=336, eval_episodes=5, video=False, lr=0.01)
     resumed = more.train(env_fn=env_fn, run_dir=tmp_path, rng=np.random.default_rng(1), resume=True)
     assert resumed["episodes"] == 336  # continued from 320, not from zero

@@ -38,6 +38,12 @@ def test_maskable_ppo_learns_numberline_and_resumes(tmp_path):
                            .play(env, rng, policy=random_policy(rng))[0].won for _ in range(200)])
     assert result["eval_success_rate"] > random_rate + 0.2, (result, random_rate)
 
+    judge = ReachedJudge()
+    video = TextPPOAgent(encoder=HashingEncoder()).rollout(
+        tmp_path / "checkpoints" / "step_4096.zip", env_fn, reward=judge, out=tmp_path / "r.mp4", episodes=2, seed=0
+    )
+    assert video.stat().st_size > 1000 and len(judge.batches) == 1  # the curve: one batched score
+
     more = TextPPOAgent(encoder=HashingEncoder(), total_timesteps=4352, n_envs=4, n_steps=64, batch_size=64,
                         eval_episodes=2, video=False)
     resumed = more.train(env_fn=env_fn, run_dir=tmp_path, rng=np.random.default_rng(1), resume=True)

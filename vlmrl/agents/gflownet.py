@@ -602,6 +602,27 @@ class GFlowNetAgent:
         write_video(path, np.stack(frames), rewards, fps=2, title=f"GFlowNet: {traj.task[:60]}")
         return path
 
+    def rollout(
+        self,
+        checkpoint: str | Path,
+        env_fn: Callable[[], Any],
+        reward,
+        out: str | Path,
+        episodes: int,
+        seed: int,
+        deterministic: bool = False,
+        **unused: Any,
+    ) -> Path:
+        """Load ``checkpoint`` and write ``episodes`` of its policy to ``out`` (``vlmrl rollout``).
+
+        ``deterministic`` plays the argmax command; the default samples P_F, which is what a GFlowNet is for.
+        """
+        self.load(checkpoint)
+        rng = np.random.default_rng(seed)
+        policy = lambda obs, cmds: self.act(obs, cmds, rng, greedy=deterministic)  # noqa: E731
+        title = f"GFlowNet {Path(checkpoint).name}"
+        return record_episodes(policy, env_fn, reward, out, episodes, seed, title=title)
+
     # --- persistence ------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write head, optimizer, replay and counters atomically to ``path``."""
@@ -639,6 +660,45 @@ class GFlowNetAgent:
         self.steps_done = int(state["steps_done"])
 
 
+def record_episodes(
+    policy: Callable[[str, list[str]], int],
+    env_fn: Callable[[], Any],
+    reward,
+    out: str | Path,
+    episodes: int,
+    seed: int,
+    title: str,
+) -> Path:
+    """Play ``episodes`` with a text policy and write their screens with the reward curve to ``out``.
+
+    The curve is the reward model's score of each step (``evaluate`` when it has one, else ``predict``) or,
+    without a reward model, the env reward.
+    """
+    from vlmrl.report.video import write_video
+
+    env, rng = env_fn(), np.random.default_rng(seed)
+    frames, rewards, inputs, starts = [], [], [], []
+    for _ in range(episodes):
+        obs, info = env.reset(seed=int(rng.integers(2**31)))
+        starts.append(len(frames))
+        frames.append(info["frame"])
+        rewards.append(0.0)
+        inputs.append(info.get(getattr(reward, "input_key", "message")))
+        done = False
+        while not done and info["admissible_commands"]:
+            obs, r, terminated, truncated, info = env.step(policy(obs, list(info["admissible_commands"])))
+            frames.append(info["frame"])
+            rewards.append(float(r))
+            inputs.append(info.get(getattr(reward, "input_key", "message")))
+            done = terminated or truncated
+    env.close()
+    curve = np.asarray(rewards, dtype=np.float32)
+    if reward is not None:
+        batch = np.stack(inputs) if isinstance(inputs[0], np.ndarray) else inputs
+        curve = np.asarray(getattr(reward, "evaluate", reward.predict)(batch), dtype=np.float32)
+    return write_video(out, np.stack(frames), curve, fps=2, title=title, episode_starts=starts[1:])
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The ``checkpoints/step_<N>.pt`` with the largest N in ``run_dir``, or ``None``."""
     found = [
@@ -663,5 +723,6 @@ __all__ = [
     "Trajectory",
     "latest_checkpoint",
     "random_policy",
+    "record_episodes",
     "trajectory_balance_loss",
 ]

@@ -24,7 +24,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
-from vlmrl.agents.gflownet import SentenceEncoder, TextEncoder
+from vlmrl.agents.gflownet import SentenceEncoder, TextEncoder, record_episodes
 
 
 def _require_sb3_contrib():
@@ -382,6 +382,25 @@ class TextPPOAgent:
             done = terminated or truncated
         env.close()
         return write_video(path, np.stack(frames), np.asarray(rewards, np.float32), fps=2, title="MaskablePPO")
+
+    def rollout(
+        self,
+        checkpoint: str | Path,
+        env_fn: Callable[[], gym.Env],
+        reward,
+        out: str | Path,
+        episodes: int,
+        seed: int,
+        deterministic: bool = True,
+        **unused: Any,
+    ) -> Path:
+        """Load ``checkpoint`` and write ``episodes`` of its policy to ``out`` (``vlmrl rollout``)."""
+        from sb3_contrib import MaskablePPO
+
+        self.model = MaskablePPO.load(checkpoint, device=self.device)
+        policy = lambda obs, cmds: self.act_text(obs, cmds, deterministic=deterministic)  # noqa: E731
+        title = f"MaskablePPO {Path(checkpoint).name}"
+        return record_episodes(policy, env_fn, reward, out, episodes, seed, title=title)
 
     def act_text(self, observation: str, commands: list[str], deterministic: bool = False) -> int:
         """One command index for a text observation (same interface as the GFlowNet's policy)."""
