@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-ARGV = list(sys.argv[1:])  # alfworld's import rewrites sys.argv: read ours first
+ARGV = list(sys.argv[1:])  # read before any game loads (textworld used to overwrite sys.argv)
 
 from vlmrl.agents.gflownet import GFlowNetAgent, HashingEncoder, SentenceEncoder, random_policy  # noqa: E402
 

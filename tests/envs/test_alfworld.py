@@ -113,6 +113,17 @@ def test_missing_data_dir_names_the_setting(tmp_path):
         AlfWorldEnv(data_dir=tmp_path / "empty")
 
 
+def test_loading_games_leaves_sys_argv_alone(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["prog", "--flag"])
+    env = AlfWorldEnv(games=[FIRST])
+    env.reset(seed=0)
+    env.reset(seed=1)
+    assert sys.argv == ["prog", "--flag"]  # Fast Downward's translator rewrites it; the env restores it
+    env.close()
+
+
 def test_random_play_is_reproducible_per_seed():
     env = AlfWorldEnv(games=["look_at_obj_in_light"], max_episode_steps=6)
 

@@ -17,7 +17,8 @@ import json
 import os
 import random
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,16 @@ def find_games(data_dir: str | Path, task_types: Sequence[int] = tuple(TASK_TYPE
     return games
 
 
+@contextlib.contextmanager
+def _keep_argv() -> Iterator[None]:
+    """Restore ``sys.argv`` afterwards: textworld's Fast Downward translator overwrites it at every load/reset."""
+    saved = list(sys.argv)
+    try:
+        yield
+    finally:
+        sys.argv[:] = saved
+
+
 def memoize_textworld_parsing() -> None:
     """Make textworld's PDDL games about 2x faster by memoizing two pure parse functions.
 
@@ -235,8 +246,9 @@ class AlfWorldEnv(TextActionEnv):
 
             infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile"])
             try:
-                env = textworld.start(game_file, request_infos=infos, wrappers=[AlfredDemangler(), AlfredInfos])
-                env.reset()
+                with _keep_argv():
+                    env = textworld.start(game_file, request_infos=infos, wrappers=[AlfredDemangler(), AlfredInfos])
+                    env.reset()
             except Exception as exc:
                 raise GameFileError(
                     f"textworld could not load {game_file}: {type(exc).__name__}: {exc}."
@@ -258,7 +270,8 @@ class AlfWorldEnv(TextActionEnv):
         else:
             self.game_file = self.game_files[int(rng.integers(len(self.game_files)))]
         self._tw = self._textworld_env(self.game_file)
-        state = self._tw.reset()
+        with _keep_argv():
+            state = self._tw.reset()
         intro = state["feedback"]
         match = re.search(r"Your task is to: (.*?)\.?\s*$", intro.strip(), flags=re.S)
         self._goal = match.group(1).strip() if match else "finish the task"
