@@ -21,16 +21,15 @@ types random play wins ~0% at 30 steps.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ARGV = list(sys.argv[1:])  # read before any game loads (textworld used to overwrite sys.argv)
+from vlmrl.agents.gflownet import GFlowNetAgent, HashingEncoder, SentenceEncoder, random_policy
 
-from vlmrl.agents.gflownet import GFlowNetAgent, HashingEncoder, SentenceEncoder, random_policy  # noqa: E402
+DEFAULT_T = {"numberline": 0.1, "alfworld": 0.01}
 
 
 def make_env_fn(name: str, args):
@@ -92,7 +91,8 @@ def run(env_name: str, seed: int, encoder, args, workdir: Path) -> list[dict]:
 
     t = time.time()
     gfn = GFlowNetAgent(encoder=encoder, total_episodes=episodes, eval_episodes=0, video=False,
-                        lr=args.lr, reward_temperature=args.reward_temperature, prior_scale=args.prior_scale)
+                        lr=args.lr, reward_temperature=args.reward_temperature or DEFAULT_T[env_name],
+                        prior_scale=args.prior_scale)
     gfn.train(env_fn=env_fn, run_dir=workdir / f"{env_name}_gfn_{seed}", rng=np.random.default_rng(seed))
     env = env_fn()
     gfn_policy = lambda rng: (lambda o, c: gfn.act(o, c, rng))  # noqa: E731
@@ -130,7 +130,8 @@ def main() -> None:
     parser.add_argument("--encoder", default="minilm", choices=["minilm", "hashing"])
     parser.add_argument("--eval-episodes", type=int, default=40)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--reward-temperature", type=float, default=0.1)
+    parser.add_argument("--reward-temperature", type=float, default=None,
+                        help="GFlowNet T; default 0.1 on NumberLine, 0.01 on ALFWorld (1/T > log #failures)")
     parser.add_argument("--prior-scale", type=float, default=0.0)
     parser.add_argument("--diversity-episodes", type=int, default=100,
                         help="NumberLine: episodes sampled from each of two fixed starts to count distinct solutions")
@@ -141,7 +142,7 @@ def main() -> None:
     parser.add_argument("--alfworld-steps", type=int, default=30)
     parser.add_argument("--alfworld-games", default="look_at_obj_in_light",
                         help="comma-separated substrings of shipped game paths; '' for all 12 games")
-    args = parser.parse_args(ARGV)
+    args = parser.parse_args()
 
     encoder = SentenceEncoder() if args.encoder == "minilm" else HashingEncoder()
     rows = []
