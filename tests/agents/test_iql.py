@@ -50,6 +50,7 @@ def test_iql_job_trains_three_variants_evaluates_and_resumes(relabeled_file, tmp
         assert row["episodes"] == 2.0 and 0.0 <= row["gt_metric_mean"] < 1.0 and -10.0 < row["return_mean"] <= 0
     assert result["variants"]["bc"]["steps"] == 10
     assert isinstance(result["iql_beats_bc"], bool) and "iql_minus_iql_gt" in result
+    assert result["iql_minus_bc_se"] > 0
     assert json.loads((tmp_path / "result.json").read_text())["transitions"] == 40
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r.get("variant") == "iql" and r["event"] == "epoch"] == [10, 20]

@@ -250,7 +250,12 @@ class IQLAgent:
         out: dict[str, Any] = {"variants": results, "metric_goal": self.metric_goal}
         sign = -1.0 if self.metric_goal == "min" else 1.0
         if all(v in results and "gt_metric_mean" in results[v] for v in ("iql", "bc")):
-            out["iql_beats_bc"] = bool(sign * results["iql"]["gt_metric_mean"] > sign * results["bc"]["gt_metric_mean"])
+            iql, bc = results["iql"], results["bc"]
+            out["iql_minus_bc"] = iql["gt_metric_mean"] - bc["gt_metric_mean"]
+            # standard error of the difference of two means over independent evaluation episodes
+            se = np.sqrt(sum(r["gt_metric_std"] ** 2 / max(r["episodes"] - 1, 1) for r in (iql, bc)))
+            out["iql_minus_bc_se"] = float(se)
+            out["iql_beats_bc"] = bool(sign * out["iql_minus_bc"] > 2 * se)  # better by more than 2 standard errors
         if all(v in results and "gt_metric_mean" in results[v] for v in ("iql", "iql_gt")):
             out["iql_minus_iql_gt"] = results["iql"]["gt_metric_mean"] - results["iql_gt"]["gt_metric_mean"]
         return out
