@@ -197,16 +197,16 @@ def _as_batch(items: list):
     return list(items)
 
 
-class CheckpointEvery(BaseCallback):
-    """Saves ``checkpoints/step_<N>.zip`` atomically every ``every`` steps, with the reward source's state.
+class AtRolloutEnds(BaseCallback):
+    """Calls :meth:`due` at the first rollout end at or past each multiple of ``every`` env steps.
 
-    Checks happen at rollout ends; ``reward.save_state`` (if any) writes into ``checkpoints/step_<N>/``.
+    Acting at rollout ends (not mid-rollout) keeps a saved model consistent with its rollout buffer.
     """
 
-    def __init__(self, directory: Path, every: int, reward=None):
+    def __init__(self, every: int):
         super().__init__()
-        self.directory, self.every, self.reward = Path(directory), int(every), reward
-        self._next = None
+        self.every = int(every)
+        self._next = 0
 
     def _on_training_start(self) -> None:
         self._next = (self.num_timesteps // self.every + 1) * self.every
@@ -216,8 +216,27 @@ class CheckpointEvery(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         if self.num_timesteps >= self._next:
-            self.save()
+            self.due()
             self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def due(self) -> None:
+        """The periodic action."""
+        raise NotImplementedError
+
+
+class CheckpointEvery(AtRolloutEnds):
+    """Saves ``checkpoints/step_<N>.zip`` atomically every ``every`` steps, with the reward source's state.
+
+    ``reward.save_state`` (if any) writes into ``checkpoints/step_<N>/``.
+    """
+
+    def __init__(self, directory: Path, every: int, reward=None):
+        super().__init__(every)
+        self.directory, self.reward = Path(directory), reward
+
+    def due(self) -> None:
+        """Checkpoint now."""
+        self.save()
 
     def save(self) -> Path:
         """Write the model (and reward state) for the current step."""
@@ -234,27 +253,18 @@ class CheckpointEvery(BaseCallback):
         return final
 
 
-class VideoEvery(BaseCallback):
+class VideoEvery(AtRolloutEnds):
     """Writes ``videos/step_<N>.mp4`` of the current policy every ``every`` steps."""
 
     def __init__(self, agent: PPOAgent, env_fn, reward, directory: Path, every: int, episodes: int, seed: int):
-        super().__init__()
+        super().__init__(every)
         self.agent, self.env_fn, self.reward = agent, env_fn, reward
-        self.directory, self.every, self.episodes, self.seed = Path(directory), int(every), episodes, seed
-        self._next = None
+        self.directory, self.episodes, self.seed = Path(directory), episodes, seed
 
-    def _on_training_start(self) -> None:
-        self._next = (self.num_timesteps // self.every + 1) * self.every
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        if self.every > 0 and self.num_timesteps >= self._next:
-            self.agent.write_rollout_video(self.model, self.env_fn, self.reward,
-                                           self.directory / f"step_{self.num_timesteps}.mp4",
-                                           self.episodes, self.seed)
-            self._next = (self.num_timesteps // self.every + 1) * self.every
+    def due(self) -> None:
+        """Record the current policy."""
+        self.agent.write_rollout_video(self.model, self.env_fn, self.reward,
+                                       self.directory / f"step_{self.num_timesteps}.mp4", self.episodes, self.seed)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
