@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from stable_baselines3.common.callbacks import BaseCallback
 
-from vlmrl.agents.ppo import PPOAgent, RolloutRewardCallback, latest_checkpoint
+from vlmrl.agents.ppo import PPOAgent, RolloutRewardCallback
+from vlmrl.runs import latest_checkpoint
 from vlmrl.rewards.base import RewardModel
 
 REPO = Path(__file__).resolve().parents[2]

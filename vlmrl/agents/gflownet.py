@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlmrl.runs import latest_checkpoint
+
 # ---------------------------------------------------------------------------------------------------------
 # Frozen text encoders (swappable): texts -> float32 (N, dim), cached per string since they never change.
 # ---------------------------------------------------------------------------------------------------------
@@ -512,7 +514,7 @@ class GFlowNetAgent:
         env = env_fn()
         self.build(rng)
         if resume:
-            latest = latest_checkpoint(run_dir)
+            latest = latest_checkpoint(run_dir, (".pt",))
             if latest is not None:
                 self.load(latest)
         metrics_path = run_dir / "metrics.jsonl"
@@ -699,16 +701,6 @@ def record_episodes(
     return write_video(out, np.stack(frames), curve, fps=2, title=title, episode_starts=starts[1:])
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The ``checkpoints/step_<N>.pt`` with the largest N in ``run_dir``, or ``None``."""
-    found = [
-        (int(m.group(1)), p)
-        for p in Path(run_dir, "checkpoints").glob("step_*.pt")
-        if (m := re.fullmatch(r"step_(\d+)\.pt", p.name))
-    ]
-    return max(found)[1] if found else None
-
-
 def random_policy(rng: np.random.Generator) -> Callable[[str, list[str]], int]:
     """Uniform choice among the admissible commands: the baseline every learner must beat."""
     return lambda obs, commands: int(rng.integers(len(commands)))
@@ -721,7 +713,6 @@ __all__ = [
     "SentenceEncoder",
     "TextEncoder",
     "Trajectory",
-    "latest_checkpoint",
     "random_policy",
     "record_episodes",
     "trajectory_balance_loss",

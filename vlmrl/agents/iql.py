@@ -23,10 +23,6 @@ from typing import Any
 
 import numpy as np
 
-# torch loads triton's LLVM lazily (first optimizer or torch.compile); loaded after Mesa's LLVM (EGL rendering)
-# the process segfaults, so load it before any env opens a GL context.
-import torch._dynamo  # noqa: E402,F401  isort: skip
-
 from vlmrl.data.dataset import DatasetError, OfflineDataset
 from vlmrl.data.storage import load_dataset
 

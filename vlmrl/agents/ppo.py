@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -23,9 +22,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from vlmrl.report.video import record_episodes, write_video
+from vlmrl.runs import latest_checkpoint
 
 log = logging.getLogger(__name__)
-_STEP_RE = re.compile(r"step_(\d+)\.zip$")
 
 
 class ChunkedScorer:
@@ -267,13 +266,6 @@ class VideoEvery(AtRolloutEnds):
                                        self.directory / f"step_{self.num_timesteps}.mp4", self.episodes, self.seed)
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The ``checkpoints/step_<N>.zip`` with the largest N, or None."""
-    found = [(int(m.group(1)), p) for p in (Path(run_dir) / "checkpoints").glob("step_*.zip")
-             if (m := _STEP_RE.search(p.name))]
-    return max(found)[1] if found else None
-
-
 class PPOAgent:
     """SB3 PPO with a batched rollout-end reward, checkpoints, resume, TensorBoard and videos.
 
@@ -332,7 +324,7 @@ class PPOAgent:
         seed = int(rng.integers(2**31 - 1))
         vec_cls = SubprocVecEnv if self.vec_env == "subproc" else DummyVecEnv
         venv = make_vec_env(env_fn, n_envs=self.n_envs, seed=seed, vec_env_cls=vec_cls)
-        last = latest_checkpoint(run_dir) if resume else None
+        last = latest_checkpoint(run_dir, (".zip",)) if resume else None
         if last is not None:
             log.info("resuming from %s", last)
             model = PPO.load(last, env=venv, device=self.device, tensorboard_log=str(run_dir / "tb"))
@@ -360,7 +352,7 @@ class PPOAgent:
                 ckpt_cb.save()
         finally:
             venv.close()
-        final_ckpt = latest_checkpoint(run_dir)
+        final_ckpt = latest_checkpoint(run_dir, (".zip",))
         video = self.write_rollout_video(model, env_fn, reward, video_dir / "final.mp4", self.video_episodes, seed)
         return {"timesteps": int(model.num_timesteps), "train_seconds": round(time.time() - t0, 2),
                 "checkpoint": str(final_ckpt), "video": str(video), "resumed_from": str(last) if last else None}

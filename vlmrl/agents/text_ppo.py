@@ -25,6 +25,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 from vlmrl.agents.gflownet import SentenceEncoder, TextEncoder, record_episodes
+from vlmrl.runs import latest_checkpoint
 
 
 def _require_sb3_contrib():
@@ -316,7 +317,7 @@ class TextPPOAgent:
         vec = DummyVecEnv([lambda: self.wrap(env_fn()) for _ in range(self.n_envs)])
         vec.seed(int(rng.integers(2**31)))
         max_actions = int(vec.action_space.n)
-        latest = _latest_zip(ckpt_dir) if resume else None
+        latest = latest_checkpoint(run_dir, (".zip",)) if resume else None
         if latest is not None:
             self.model = MaskablePPO.load(latest, env=vec, device=self.device)
         else:
@@ -434,6 +435,3 @@ class TextPPOAgent:
         }
 
 
-def _latest_zip(ckpt_dir: Path) -> Path | None:
-    found = [(int(p.stem[5:]), p) for p in ckpt_dir.glob("step_*.zip") if p.stem[5:].isdigit()]
-    return max(found)[1] if found else None

@@ -18,10 +18,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-# torch loads triton's LLVM lazily (first optimizer or torch.compile); loaded after Mesa's LLVM (EGL rendering)
-# the process segfaults, so load it before any env opens a GL context.
-import torch._dynamo  # noqa: E402,F401  isort: skip
-
 from vlmrl.data.dataset import OfflineDataset
 from vlmrl.data.storage import load_dataset, save_dataset
 

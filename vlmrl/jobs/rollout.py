@@ -9,9 +9,8 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from vlmrl.agents.ppo import latest_checkpoint
 from vlmrl.jobs.train import build_reward
-from vlmrl.runs import load_config
+from vlmrl.runs import latest_checkpoint, load_config
 
 
 def find_checkpoint(spec: str) -> tuple[Path, Path]:
@@ -20,7 +19,7 @@ def find_checkpoint(spec: str) -> tuple[Path, Path]:
     if path.is_dir():
         ckpt = latest_checkpoint(path)
         if ckpt is None:
-            raise FileNotFoundError(f"{path} has no checkpoints/step_*.zip")
+            raise FileNotFoundError(f"{path} has no checkpoints/step_*.zip or step_*.pt")
         return ckpt, path
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {spec} does not exist")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -45,3 +46,11 @@ def load_config(run_dir: Path) -> DictConfig:
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
     return OmegaConf.load(path)
+
+
+def latest_checkpoint(run_dir: Path, suffixes: tuple[str, ...] = (".zip", ".pt")) -> Path | None:
+    """The ``checkpoints/step_<N><suffix>`` with the largest N (SB3 saves ``.zip``, torch agents ``.pt``)."""
+    pattern = re.compile(r"step_(\d+)(" + "|".join(re.escape(s) for s in suffixes) + r")")
+    found = [(int(m.group(1)), p) for p in (Path(run_dir) / "checkpoints").glob("step_*")
+             if (m := pattern.fullmatch(p.name))]
+    return max(found)[1] if found else None
