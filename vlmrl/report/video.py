@@ -35,10 +35,10 @@ def reward_panel(rewards: np.ndarray, t: int, width: int, height: int, episode_s
         draw.line(pts[: t + 1], fill=_DONE_COLOR, width=2) if t >= 1 else None
     x, y = pts[t]
     draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(214, 39, 40))
-    # ~6 px per character in PIL's default font: drop the title and range on narrow frames.
-    text = f"{title}  r[{t}]={rewards[t]:.4f}  (min {lo:.3g}, max {hi:.3g})"
-    if len(text) * 6 > width:
-        text = f"r[{t}]={rewards[t]:.3f}"
+    # ~6 px per character in PIL's default font: the longest label that fits the frame's width.
+    labels = (f"{title}  r[{t}]={rewards[t]:.4f}  (min {lo:.3g}, max {hi:.3g})",
+              f"r[{t}]={rewards[t]:.4f} (min {lo:.3g}, max {hi:.3g})", f"r[{t}]={rewards[t]:.3f}")
+    text = next((s for s in labels if len(s) * 6 <= width - 2 * pad_x), labels[-1])
     draw.text((pad_x, 1), text, fill=(0, 0, 0))
     return np.asarray(img)
 
