@@ -68,6 +68,6 @@ def test_report_of_a_real_training_run(tmp_path, capsys):
     assert "Trained for 768 environment steps in 3 logged rollouts" in text
     assert "reward from CLIPReward (vlmrl-tiny)" in text
     dom = browser.dump_dom(run / "report.html")
-    assert browser.video_states(dom) == ["loaded"]  # final.mp4 from the lead's video writer plays
+    assert browser.video_states(dom) == ["loaded"]  # final.mp4 from vlmrl.report.video plays
     img = np.asarray(Image.open(run / "report.png").convert("RGB"))
     assert img.shape[1] == 1280 and img.shape[0] > 1500 and img.std() > 20

@@ -108,7 +108,7 @@ def test_bad_inputs_fail_fast(tiny, tmp_path):
 
 
 def test_missing_weights_offline_name_the_fix():
-    # HF_HUB_OFFLINE=1 is set for the whole test session (conftest): nothing is cached.
+    # HF_HUB_OFFLINE=1 is set for every test (conftest): nothing is cached.
     with pytest.raises(CLIPWeightsUnavailable, match=r"pretrained=/path/to/checkpoint"):
         CLIPReward(model="ViT-B-32", pretrained="openai")
 
