@@ -174,7 +174,7 @@ def main() -> None:
     print(f"eval_episodes={args.eval_episodes}")
     gfn = np.mean([r["success"] for r in rows if r["method"] == "gflownet"])
     rnd = np.mean([r["success"] for r in rows if r["method"] == "random"])
-    print(f"ratio={gfn / max(rnd, 1e-9):.3f}")
+    print(f"ratio={gfn / rnd:.3f}" if rnd > 0 else f"ratio={'inf' if gfn > 0 else 'nan'}")  # random never won
 
 
 if __name__ == "__main__":
