@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from vlmrl.labelers.cache import LabelCache
+from vlmrl.labelers.cache import LabelCache, open_label_db
 from vlmrl.types import Label
 
 
@@ -33,19 +33,9 @@ class AnnotationStore:
 
     def __init__(self, path: str | Path | None, labeler: str, model: str, template: str):
         self.path = None if path is None else Path(path)
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.labeler, self.model, self.template = labeler, model, template
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            ":memory:" if self.path is None else str(self.path), check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS labels (key TEXT PRIMARY KEY, value INTEGER NOT NULL, source TEXT,"
-            " raw TEXT, meta TEXT, created REAL)"
-        )
+        self._db = open_label_db(self.path)
         self._db.execute("CREATE TABLE IF NOT EXISTS pending (key TEXT PRIMARY KEY, message TEXT, submitted REAL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS judge_state (key TEXT PRIMARY KEY, value TEXT)")
         self.labels: dict[str, int] = {}  # message -> label value, everything this judge has answered

@@ -35,6 +35,23 @@ def content_hash(item: bytes | str | np.ndarray) -> str:
     return h.hexdigest()
 
 
+def open_label_db(path: Path | None) -> sqlite3.Connection:
+    """SQLite connection with the ``labels`` table, WAL journal and autocommit (``None``: in memory).
+
+    Shared by this cache and the annotation server's store, so both read and write the same schema.
+    """
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(":memory:" if path is None else str(path), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS labels (key TEXT PRIMARY KEY, value INTEGER NOT NULL, source TEXT,"
+        " raw TEXT, meta TEXT, created REAL)"
+    )
+    return db
+
+
 class LabelCache:
     """SQLite-backed map from query key to :class:`Label`, safe to share between threads.
 
@@ -44,18 +61,8 @@ class LabelCache:
 
     def __init__(self, path: str | Path | None = None):
         self.path = None if path is None else Path(path)
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            ":memory:" if self.path is None else str(self.path), check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS labels (key TEXT PRIMARY KEY, value INTEGER NOT NULL, source TEXT,"
-            " raw TEXT, meta TEXT, created REAL)"
-        )
+        self._db = open_label_db(self.path)
         self.hits = 0
         self.misses = 0
 
