@@ -43,7 +43,9 @@ def test_metric_reward_and_success_on_hand_placed_state(push_env):
     obs, reward, _, _, info = env.step(np.zeros(4))
     assert info["gt_metric"] == pytest.approx(0.17, abs=1e-3) and reward == -info["gt_metric"]
     assert not info["is_success"]
-    assert obs.shape == (11,) and np.allclose(obs[9:11], (-0.05, 0.08))
+    assert obs.shape == (15,) and np.allclose(obs[9:11], (-0.05, 0.08))
+    np.testing.assert_allclose(obs[11:13], (0.2, 0.3), atol=2e-3)  # gripper - block
+    np.testing.assert_allclose(obs[13:15], (-0.15, 0.08), atol=2e-3)  # goal - block
     assert obs[3] == 0.0  # no grasp in the push task
     env.set_state(block_xy=(0.0, 0.0), goal_xy=(0.02, 0.0), gripper_pos=(0.3, 0.3, 0.1), block_yaw=0.3)
     assert env.gt_metric() == pytest.approx(0.02, abs=1e-9) and env.success_from_metric(env.gt_metric())
@@ -85,6 +87,44 @@ def test_expert_reaches_the_goal_at_zero_noise():
             assert info["is_success"] and info["gt_metric"] < 0.03
     finally:
         env.close()
+
+
+def test_behind_start_puts_the_gripper_low_behind_the_block_on_the_goal_line():
+    env = PushEnv(width=32, height=32, start="behind")
+    try:
+        for seed in range(5):
+            env.reset(seed=seed)
+            u = env.unwrapped
+            direction = (u.goal_xy - u.block_pos[:2]) / np.linalg.norm(u.goal_xy - u.block_pos[:2])
+            rel = u.gripper_pos[:2] - u.block_pos[:2]
+            along = rel @ direction
+            lateral = np.linalg.norm(rel - along * direction)
+            assert -(u.block_size / 2 + 0.035) <= along <= -(u.block_size / 2 + 0.015) and lateral <= 0.0101
+            assert u.gripper_pos[2] == pytest.approx(0.02) and u.gt_metric() >= u.min_goal_distance
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="start='side'"):
+        PushEnv(start="side")
+
+
+def test_expert_from_behind_pushes_to_the_goal_and_the_decoy_expert_pushes_elsewhere():
+    env = make_push(width=32, height=32, max_episode_steps=40, start="behind")
+    try:
+        for seed in (0, 1):
+            assert run_episode(env, ScriptedPushPolicy(env), seed)["is_success"]
+            for kind in ("mirror", "random"):
+                decoy = ScriptedPushPolicy(env, rng=np.random.default_rng(seed), decoy=kind)
+                start = env.reset(seed=seed)[1]["gt_metric"]
+                info = run_episode(env, decoy, seed)
+                assert np.linalg.norm(decoy._goal - env.unwrapped.goal_xy) >= 0.15
+                assert np.linalg.norm(env.unwrapped.block_pos[:2] - decoy._goal) < 0.03  # did the other task...
+                assert info["gt_metric"] > start  # ...and left the block farther from this task's goal
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="decoy=random draws decoy goals"):
+        ScriptedPushPolicy(env, decoy="random")
+    with pytest.raises(ValueError, match="decoy='left'"):
+        ScriptedPushPolicy(env, decoy="left")
 
 
 @pytest.mark.slow

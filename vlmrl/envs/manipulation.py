@@ -263,14 +263,18 @@ class TabletopEnv(gym.Env, ABC):
 class PushEnv(TabletopEnv):
     """Push a block to a goal on the table with the gripper tip (rigid task on the cloth tasks' gripper).
 
-    Observation ``float32 (11,)``: gripper xyz, grasp state (always 0: the grasp command has no effect
-    here), block xyz, block yaw as (sin, cos), goal xy. Reward ``-||block_xy - goal_xy||`` (metres);
+    Observation ``float32 (15,)``: gripper xyz, grasp state (always 0: the grasp command has no effect
+    here), block xyz, block yaw as (sin, cos), goal xy, then the relative vectors gripper - block and
+    goal - block (xy; what a push depends on, so small datasets suffice to learn it). Reward ``-||block_xy - goal_xy||`` (metres);
     ``info["gt_metric"]`` is that distance, success when it is below ``success_threshold``.
 
     Args:
         block_size: block edge length (metres).
         success_threshold: goal distance counted as success (metres).
         min_goal_distance: smallest start distance between block and goal.
+        start: where the gripper starts: ``anywhere`` (above a random point of the table) or ``behind``
+            (low, just behind the block on the block-goal line, a few mm off it: the push phase alone,
+            which small offline datasets can cover).
         **kwargs: :class:`TabletopEnv` arguments.
     """
 
@@ -284,9 +288,13 @@ class PushEnv(TabletopEnv):
         block_size: float = 0.05,
         success_threshold: float = 0.03,
         min_goal_distance: float = 0.12,
+        start: str = "anywhere",
         **kwargs: Any,
     ):
         _check_positive(block_size=block_size, success_threshold=success_threshold, min_goal_distance=min_goal_distance)
+        if start not in ("anywhere", "behind"):
+            raise ValueError(f"start={start!r}: use anywhere (gripper above a random point) or behind (behind the block)")
+        self.start = start
         self.block_size, self.success_threshold = float(block_size), float(success_threshold)
         self.min_goal_distance = float(min_goal_distance)
         kwargs.setdefault("workspace", ((-0.35, -0.35, 0.02), (0.35, 0.35, 0.2)))
@@ -306,7 +314,7 @@ class PushEnv(TabletopEnv):
         return {"task_assets": "", "task_bodies": bodies, "task_extra": ""}
 
     def _task_obs_dim(self) -> int:
-        return 7
+        return 11
 
     @property
     def block_pos(self) -> np.ndarray:
@@ -340,11 +348,19 @@ class PushEnv(TabletopEnv):
         while np.linalg.norm(goal - block) < self.min_goal_distance:
             goal = rng.uniform(-0.2, 0.2, size=2)
         gripper = np.array([*rng.uniform(-0.25, 0.25, size=2), 0.08])
-        self.set_state(block, goal, gripper, block_yaw=float(rng.uniform(-np.pi / 4, np.pi / 4)))
+        yaw = float(rng.uniform(-np.pi / 4, np.pi / 4))
+        if self.start == "behind":
+            direction = (goal - block) / np.linalg.norm(goal - block)
+            side = np.array([-direction[1], direction[0]])
+            standoff = self.block_size / 2 + 0.015 + rng.uniform(0.005, 0.02)  # half block + tip radius + gap
+            gripper = np.array([*(block - direction * standoff + side * rng.uniform(-0.01, 0.01)), 0.02])
+            yaw = float(np.arctan2(direction[1], direction[0]) + rng.uniform(-0.2, 0.2))  # a face toward the tip
+        self.set_state(block, goal, gripper, block_yaw=yaw)
 
     def _task_obs(self) -> np.ndarray:
-        yaw = self.block_yaw
-        return np.concatenate([self.block_pos, [np.sin(yaw), np.cos(yaw)], self.goal_xy])
+        yaw, block = self.block_yaw, self.block_pos
+        rel = [self.gripper_pos[:2] - block[:2], self.goal_xy - block[:2]]
+        return np.concatenate([block, [np.sin(yaw), np.cos(yaw)], self.goal_xy, *rel])
 
     def gt_metric(self) -> float:
         """Block-to-goal distance on the table (metres)."""
@@ -406,17 +422,51 @@ class ScriptedPolicy(ABC):
 
 
 class ScriptedPushPolicy(ScriptedPolicy):
-    """Expert for :class:`PushEnv`: lift, fly to behind the block, descend, push along the block-goal line."""
+    """Expert for :class:`PushEnv`: lift, fly to behind the block, descend, push along the block-goal line.
+
+    With ``decoy`` set it competently does another task (the other-task data of multi-task datasets, which
+    behaviour cloning copies and offline RL should filter out by reward): ``mirror`` pushes the block away
+    from the goal, to the goal's mirror image through the block's start (clipped to the table); ``random``
+    pushes it to a point drawn each episode at least ``decoy_distance`` from the goal.
+    """
 
     push_speed = 0.6  # fraction of max_displacement per step while pushing, so the block does not slide ahead
 
+    def __init__(
+        self,
+        env: gym.Env,
+        noise: float = 0.0,
+        rng: np.random.Generator | None = None,
+        decoy: str | None = None,
+        decoy_distance: float = 0.15,
+    ):
+        super().__init__(env, noise=noise, rng=rng)
+        if decoy not in (None, "mirror", "random"):
+            raise ValueError(f"decoy={decoy!r}: use null (push to the goal), mirror or random")
+        if decoy == "random" and rng is None:
+            raise ValueError("decoy=random draws decoy goals: pass rng=np.random.default_rng(seed)")
+        if not decoy_distance > 0:
+            raise ValueError(f"decoy_distance must be > 0, got {decoy_distance!r}")
+        self.decoy, self.decoy_distance = decoy, float(decoy_distance)
+        self._goal: np.ndarray | None = None
+
     def reset(self) -> None:
-        """Start in the approach phase."""
+        """Start in the approach phase (and draw this episode's decoy goal)."""
         self._pushing = False
+        self._goal = None
+        goal = self.env.goal_xy
+        if self.decoy == "mirror":
+            self._goal = np.clip(2 * self.env.block_pos[:2] - goal, -0.3, 0.3)
+        elif self.decoy == "random":
+            for _ in range(1000):
+                self._goal = self.rng.uniform(-0.2, 0.2, size=2)
+                if np.linalg.norm(self._goal - goal) >= self.decoy_distance:
+                    break
 
     def _expert_action(self) -> np.ndarray:
         env = self.env
-        block, goal, grip = env.block_pos[:2], env.goal_xy, env.gripper_pos
+        block, grip = env.block_pos[:2], env.gripper_pos
+        goal = env.goal_xy if self._goal is None else self._goal
         to_goal = goal - block
         dist = np.linalg.norm(to_goal)
         direction = to_goal / max(dist, 1e-6)
