@@ -23,6 +23,7 @@ def test_split_episodes_by_fraction_with_largest_remainder():
         ({"policy": "expert", "noise": -0.1}, "noise=-0.1"),
         ({"policy": "random", "fraction": 0}, "fraction=0"),
         ({"policy": "checkpoint"}, "needs path="),
+        ({"policy": "random", "expert_args": {"decoy": "mirror"}}, "expert_args is for policy=expert"),
     ],
 )
 def test_bad_behaviours_are_refused(spec, message):
@@ -81,3 +82,15 @@ def test_push_mixture_dataset_records_frames_metric_and_behaviour(tmp_path):
             work_dir=tmp_path,
             part_episodes=3,
         )
+
+
+def test_expert_args_reach_the_expert_and_the_metadata():
+    def behind_env():
+        return make_push(max_episode_steps=40, width=32, height=32, start="behind")
+
+    mixture = [{"policy": "expert", "fraction": 1}, {"policy": "expert", "fraction": 1, "expert_args": {"decoy": "mirror"}}]
+    ds = collect(behind_env, mixture, 2, np.random.default_rng(3), expert_fn=ScriptedPushPolicy, keep_frames=False)
+    assert ds.metadata["mixture"][1]["expert_args"] == {"decoy": "mirror"} and ds.metadata["mixture"][0]["expert_args"] is None
+    ends = ds.episode_ends
+    final = dict(zip(ds.infos["policy_id"][ends], ds.infos["is_success"][ends]))
+    assert final == {0: True, 1: False}  # the expert does this task, the decoy expert another one

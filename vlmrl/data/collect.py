@@ -34,12 +34,14 @@ class Behaviour:
         noise: std of the Gaussian added to every action (clipped to the action space).
         fraction: share of the episodes collected with this component (normalised over the mixture).
         path: checkpoint file for ``policy: checkpoint``.
+        expert_args: keyword arguments of the scripted expert for ``policy: expert`` (e.g. ``{decoy: mirror}``).
     """
 
     policy: str = "expert"
     noise: float = 0.0
     fraction: float = 1.0
     path: str | None = None
+    expert_args: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -50,6 +52,10 @@ class Behaviour:
             raise ValueError(f"fraction={self.fraction}: must be > 0")
         if self.policy == "checkpoint" and not self.path:
             raise ValueError("policy=checkpoint needs path=/path/to/checkpoints/step_N.zip")
+        if self.expert_args is not None:  # plain dict (a Hydra DictConfig would not serialise into metadata)
+            object.__setattr__(self, "expert_args", {str(k): v for k, v in dict(self.expert_args).items()})
+        if self.expert_args and self.policy != "expert":
+            raise ValueError(f"expert_args is for policy=expert, not policy={self.policy!r}")
 
 
 def parse_mixture(mixture: Sequence[Behaviour | Mapping[str, Any]]) -> list[Behaviour]:
@@ -84,7 +90,7 @@ class _Actor:
                     "policy=expert needs a scripted expert for this env: set collect.expert"
                     " (e.g. {_target_: vlmrl.envs.manipulation.ScriptedPushPolicy, _partial_: true})"
                 )
-            self.expert = expert_fn(env, noise=behaviour.noise, rng=rng)
+            self.expert = expert_fn(env, noise=behaviour.noise, rng=rng, **dict(behaviour.expert_args or {}))
         elif behaviour.policy == "checkpoint":
             from stable_baselines3 import PPO
 
