@@ -92,6 +92,7 @@ def test_unrelabeled_dataset_trains_iql_gt_on_its_own_rewards(relabeled_file):
         ({"dataset": "d.h5", "variants": ["ppo"]}, "choose from"),
         ({"dataset": "d.h5", "metric_goal": "up"}, "metric_goal='up'"),
         ({"dataset": "d.h5", "reward_scaler": "log"}, "reward_scaler='log'"),
+        ({"dataset": "d.h5", "hidden_units": []}, "hidden_units=\\[\\]"),
     ],
 )
 def test_bad_settings_fail_fast(kwargs, message):
@@ -111,3 +112,18 @@ def test_evaluate_policy_reads_the_ground_truth_metric():
     out = evaluate_policy(lambda obs: expert(obs), lambda: env, seeds=[0, 1])
     assert out["episodes"] == 2.0
     assert 0.0 <= out["gt_metric_mean"] < 0.5 and out["success_rate"] in (0.0, 0.5, 1.0)
+
+
+@pytest.mark.parametrize("variant", ["iql", "bc"])
+def test_hidden_units_shape_every_network(relabeled_file, variant):
+    from vlmrl.data import load_dataset
+
+    agent = IQLAgent(dataset="unused.h5", hidden_units=[32, 16])
+    algo = agent.build(variant)
+    algo.build_with_dataset(load_dataset(relabeled_file / "raw.npz").to_d3rlpy())
+    policy = algo.impl.modules.imitator if variant == "bc" else algo.impl.modules.policy
+    widths = {m.out_features for m in policy.modules() if isinstance(m, torch.nn.Linear)}
+    assert {32, 16} <= widths and 256 not in widths
+    if variant == "iql":
+        value = [m.out_features for m in algo.impl.modules.value_func.modules() if isinstance(m, torch.nn.Linear)]
+        assert value == [32, 16, 1]

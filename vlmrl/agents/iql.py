@@ -61,6 +61,7 @@ class IQLAgent:
             so learned and ground-truth rewards are trained on the same scale.
         eval_episodes: evaluation episodes per variant (same seeds for every variant).
         metric_goal: ``min`` if a lower ground-truth metric is better (a distance), ``max`` otherwise.
+        hidden_units: hidden layer widths of every network (actor, critics, value; BC's policy too).
         device: torch device for d3rlpy (``cpu:0``, ``cuda:0``).
         num_threads: torch CPU threads while training (``None`` keeps torch's default). Small MLPs gain nothing
             from more, and on a busy machine OpenMP's spin-waiting made 2 threads ~10x slower than 1.
@@ -83,6 +84,7 @@ class IQLAgent:
         reward_scaler: str | None = "standard",
         eval_episodes: int = 20,
         metric_goal: str = "min",
+        hidden_units: Sequence[int] = (256, 256),
         device: str = "cpu:0",
         num_threads: int | None = 1,
         **_: Any,
@@ -108,6 +110,9 @@ class IQLAgent:
         self.gamma, self.actor_lr, self.critic_lr = float(gamma), float(actor_lr), float(critic_lr)
         self.reward_scaler = reward_scaler
         self.eval_episodes, self.metric_goal = int(eval_episodes), metric_goal
+        self.hidden_units = [int(h) for h in hidden_units]
+        if not self.hidden_units or min(self.hidden_units) < 1:
+            raise ValueError(f"hidden_units={list(hidden_units)}: give one or more positive layer widths")
         self.device = device
         self.num_threads = None if num_threads is None else int(num_threads)
 
@@ -115,11 +120,16 @@ class IQLAgent:
     def build(self, variant: str):
         """The d3rlpy algorithm of one variant (not yet built with a dataset)."""
         import d3rlpy
+        from d3rlpy.models.encoders import VectorEncoderFactory
         from d3rlpy.preprocessing import StandardObservationScaler
 
+        encoder = VectorEncoderFactory(hidden_units=self.hidden_units)
         if variant == "bc":
             config = d3rlpy.algos.BCConfig(
-                batch_size=self.batch_size, learning_rate=self.actor_lr, observation_scaler=StandardObservationScaler()
+                batch_size=self.batch_size,
+                learning_rate=self.actor_lr,
+                encoder_factory=encoder,
+                observation_scaler=StandardObservationScaler(),
             )
         else:
             config = d3rlpy.algos.IQLConfig(
@@ -130,6 +140,9 @@ class IQLAgent:
                 expectile=self.expectile,
                 weight_temp=self.weight_temp,
                 max_weight=self.max_weight,
+                actor_encoder_factory=encoder,
+                critic_encoder_factory=encoder,
+                value_encoder_factory=encoder,
                 observation_scaler=StandardObservationScaler(),
                 reward_scaler=_reward_scaler(self.reward_scaler),
             )
