@@ -64,6 +64,12 @@ def test_iql_job_trains_three_variants_evaluates_and_resumes(relabeled_file, tmp
     gt_epochs = [r["step"] for r in rows if r.get("variant") == "iql_gt" and r["event"] == "epoch"]
     assert gt_epochs == [10, 20, 20]  # the resumed run trained only steps 10..20
 
+    # killed after the last checkpoint, before its evaluation: resume evaluates the saved model, same numbers
+    (tmp_path / "eval" / "bc.json").unlink()
+    third = agent.train(env_fn=push_env, run_dir=tmp_path, rng=np.random.default_rng(0), resume=True)
+    assert third["variants"]["bc"]["gt_metric_mean"] == result["variants"]["bc"]["gt_metric_mean"]
+    assert third["variants"]["bc"]["train_seconds"] < 1.0  # nothing retrained
+
 
 def test_iql_gt_needs_ground_truth(relabeled_file, tmp_path):
     from vlmrl.data import load_dataset

@@ -204,6 +204,9 @@ class IQLAgent:
             ckpt, progress = run_dir / "checkpoints" / f"{variant}.d3", run_dir / "checkpoints" / f"{variant}.json"
             start = 0
             if resume and ckpt.exists() and progress.exists():
+                from d3rlpy.algos.utility import build_scalers_with_transition_picker
+
+                build_scalers_with_transition_picker(algo, mdp)  # load_model restores networks, not scalers
                 algo.build_with_dataset(mdp)
                 algo.load_model(str(ckpt))
                 start = int(json.loads(progress.read_text())["step"])
