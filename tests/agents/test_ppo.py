@@ -12,8 +12,8 @@ import pytest
 from stable_baselines3.common.callbacks import BaseCallback
 
 from vlmrl.agents.ppo import PPOAgent, RolloutRewardCallback
-from vlmrl.runs import latest_checkpoint
 from vlmrl.rewards.base import RewardModel
+from vlmrl.runs import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 

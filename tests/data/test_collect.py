@@ -88,9 +88,10 @@ def test_expert_args_reach_the_expert_and_the_metadata():
     def behind_env():
         return make_push(max_episode_steps=40, width=32, height=32, start="behind")
 
-    mixture = [{"policy": "expert", "fraction": 1}, {"policy": "expert", "fraction": 1, "expert_args": {"decoy": "mirror"}}]
+    decoy = {"decoy": "mirror"}
+    mixture = [{"policy": "expert", "fraction": 1}, {"policy": "expert", "fraction": 1, "expert_args": decoy}]
     ds = collect(behind_env, mixture, 2, np.random.default_rng(3), expert_fn=ScriptedPushPolicy, keep_frames=False)
-    assert ds.metadata["mixture"][1]["expert_args"] == {"decoy": "mirror"} and ds.metadata["mixture"][0]["expert_args"] is None
+    assert ds.metadata["mixture"][1]["expert_args"] == decoy and ds.metadata["mixture"][0]["expert_args"] is None
     ends = ds.episode_ends
-    final = dict(zip(ds.infos["policy_id"][ends], ds.infos["is_success"][ends]))
+    final = dict(zip(ds.infos["policy_id"][ends], ds.infos["is_success"][ends], strict=True))
     assert final == {0: True, 1: False}  # the expert does this task, the decoy expert another one

@@ -265,8 +265,9 @@ class PushEnv(TabletopEnv):
 
     Observation ``float32 (15,)``: gripper xyz, grasp state (always 0: the grasp command has no effect
     here), block xyz, block yaw as (sin, cos), goal xy, then the relative vectors gripper - block and
-    goal - block (xy; what a push depends on, so small datasets suffice to learn it). Reward ``-||block_xy - goal_xy||`` (metres);
-    ``info["gt_metric"]`` is that distance, success when it is below ``success_threshold``.
+    goal - block (xy; what a push depends on, so small datasets suffice to learn it).
+    Reward ``-||block_xy - goal_xy||`` (metres); ``info["gt_metric"]`` is that distance, success when it is
+    below ``success_threshold``.
 
     Args:
         block_size: block edge length (metres).
@@ -293,7 +294,7 @@ class PushEnv(TabletopEnv):
     ):
         _check_positive(block_size=block_size, success_threshold=success_threshold, min_goal_distance=min_goal_distance)
         if start not in ("anywhere", "behind"):
-            raise ValueError(f"start={start!r}: use anywhere (gripper above a random point) or behind (behind the block)")
+            raise ValueError(f"start={start!r}: use anywhere (gripper above a random point) or behind (the block)")
         self.start = start
         self.block_size, self.success_threshold = float(block_size), float(success_threshold)
         self.min_goal_distance = float(min_goal_distance)
