@@ -14,8 +14,10 @@ import socket
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from vlmrl.local_server import LocalServer
 
 PROGRESS_WORDS = ("gold", "kill", "level", "staircase")
 FAULTS = ("ok", "timeout", "429", "500", "malformed", "garbage", "drop")
@@ -33,7 +35,7 @@ def _margin(message: str) -> float:
     return 2.0 if any(w in message.lower() for w in PROGRESS_WORDS) else -1.0
 
 
-class StubEndpoint:
+class StubEndpoint(LocalServer):
     """The endpoint, served from a thread on 127.0.0.1.
 
     Args:
@@ -54,31 +56,7 @@ class StubEndpoint:
         self.seen: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._compute = threading.Lock()  # one request computes at a time, like a single llama.cpp worker
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        """OpenAI-compatible base URL."""
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> StubEndpoint:
-        """Serve in a background thread."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> StubEndpoint:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__init__(self._handler())
 
     def _next_fault(self) -> str:
         with self._lock:

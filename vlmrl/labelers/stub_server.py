@@ -19,10 +19,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 from PIL import Image
+
+from vlmrl.local_server import LocalServer
 
 FAILURE_KINDS = ("timeout", "429", "500", "malformed")
 
@@ -71,7 +73,7 @@ def _decode_data_url(url: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
 
 
-class StubVLMServer:
+class StubVLMServer(LocalServer):
     """OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1 that answers with a pixel rule.
 
     Args:
@@ -111,31 +113,7 @@ class StubVLMServer:
         self.rng = rng or np.random.default_rng(0)
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        """The ``base_url`` to give an OpenAI client."""
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    def start(self) -> StubVLMServer:
-        """Serve in a daemon thread; returns self."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and free the port."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> StubVLMServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(self._handler_class(), port=port)
 
     # ---- answering -----------------------------------------------------------------------------------------
     def _draw_failure(self) -> str | None:
@@ -252,10 +230,7 @@ def main() -> None:
     args = parser.parse_args()
     server = StubVLMServer(port=args.port, latency=args.latency)
     print(f"stub VLM endpoint at {server.base_url}", flush=True)
-    try:
-        server._httpd.serve_forever()
-    except KeyboardInterrupt:
-        server.stop()
+    server.serve_forever()
 
 
 if __name__ == "__main__":
