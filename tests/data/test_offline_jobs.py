@@ -42,3 +42,21 @@ def test_collect_then_relabel_jobs_from_the_push_offline_experiment(tmp_path):
     again = relabel_job.main(compose("relabel", overrides))  # same command after a crash: nothing is paid twice
     assert again["labels"]["paid"] == 0 and again["labels"]["cached"] == 40
     np.testing.assert_allclose(load_dataset(out).rewards, relabeled.rewards, rtol=1e-6)
+
+    # train: IQL on the learned rewards, BC and IQL on the true rewards, each evaluated on the true metric
+    from vlmrl.jobs import train as train_job
+
+    run = tmp_path / "run"
+    small_iql = ["agents.steps=20", "agents.bc_steps=10", "agents.steps_per_epoch=10", "agents.eval_episodes=2"]
+    result = train_job.main(
+        compose(
+            "train",
+            ["experiments=push_offline", f"agents.dataset={out}", f"run_dir={run}", "agents.hidden_units=[16,16]"]
+            + small_iql
+            + small_env,
+        )
+    )
+    assert set(result["variants"]) == {"iql", "bc", "iql_gt"} and result["transitions"] == 40
+    assert all(0.0 <= v["gt_metric_mean"] < 1.0 and v["episodes"] == 2.0 for v in result["variants"].values())
+    assert json.loads((run / "result.json").read_text())["variants"]["bc"]["steps"] == 10
+    assert (run / "checkpoints" / "iql.d3").exists() and (run / "report.html").exists()
