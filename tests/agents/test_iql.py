@@ -1,5 +1,6 @@
 import json
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -41,6 +42,7 @@ def test_iql_job_trains_three_variants_evaluates_and_resumes(relabeled_file, tmp
         steps_per_epoch=10,
         batch_size=32,
         eval_episodes=2,
+        video_episodes=1,
     )
     result = agent.train(env_fn=push_env, run_dir=tmp_path, rng=np.random.default_rng(0))
     assert set(result["variants"]) == {"iql", "bc", "iql_gt"}
@@ -52,6 +54,9 @@ def test_iql_job_trains_three_variants_evaluates_and_resumes(relabeled_file, tmp
     assert isinstance(result["iql_beats_bc"], bool) and "iql_minus_iql_gt" in result
     assert result["iql_minus_bc_se"] > 0
     assert json.loads((tmp_path / "result.json").read_text())["transitions"] == 40
+    for name in ("iql", "bc", "iql_gt"):  # one 10-step episode per variant, frames not blank
+        video = iio.imread(tmp_path / "videos" / f"{name}.mp4")
+        assert video.shape[0] == 10 and video[:, :32].std() > 5 and result["variants"][name]["video"].endswith(".mp4")
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r.get("variant") == "iql" and r["event"] == "epoch"] == [10, 20]
 

@@ -60,6 +60,8 @@ class IQLAgent:
         reward_scaler: ``standard`` (zero mean, unit std), ``minmax`` or ``none``; applied to both IQL variants
             so learned and ground-truth rewards are trained on the same scale.
         eval_episodes: evaluation episodes per variant (same seeds for every variant).
+        video_episodes: episodes (the first evaluation seeds) recorded to ``videos/<variant>.mp4`` with the
+            true reward under the frames; 0 records none.
         metric_goal: ``min`` if a lower ground-truth metric is better (a distance), ``max`` otherwise.
         hidden_units: hidden layer widths of every network (actor, critics, value; BC's policy too).
         device: torch device for d3rlpy (``cpu:0``, ``cuda:0``).
@@ -83,6 +85,7 @@ class IQLAgent:
         critic_lr: float = 3e-4,
         reward_scaler: str | None = "standard",
         eval_episodes: int = 20,
+        video_episodes: int = 2,
         metric_goal: str = "min",
         hidden_units: Sequence[int] = (256, 256),
         device: str = "cpu:0",
@@ -98,8 +101,8 @@ class IQLAgent:
             raise ValueError(f"expectile={expectile}: IQL needs 0.5 <= tau < 1 (0.7 in the paper)")
         if metric_goal not in ("min", "max"):
             raise ValueError(f"metric_goal={metric_goal!r}: use min (lower metric is better) or max")
-        if steps < 1 or steps_per_epoch < 1 or eval_episodes < 0:
-            raise ValueError("steps and steps_per_epoch must be >= 1 and eval_episodes >= 0")
+        if steps < 1 or steps_per_epoch < 1 or eval_episodes < 0 or video_episodes < 0:
+            raise ValueError("steps and steps_per_epoch must be >= 1, eval_episodes and video_episodes >= 0")
         _reward_scaler(reward_scaler)  # fail fast on a bad name
         self.dataset_path = str(dataset)
         self.steps, self.bc_steps = int(steps), int(bc_steps or steps)
@@ -110,6 +113,7 @@ class IQLAgent:
         self.gamma, self.actor_lr, self.critic_lr = float(gamma), float(actor_lr), float(critic_lr)
         self.reward_scaler = reward_scaler
         self.eval_episodes, self.metric_goal = int(eval_episodes), metric_goal
+        self.video_episodes = int(video_episodes)
         self.hidden_units = [int(h) for h in hidden_units]
         if not self.hidden_units or min(self.hidden_units) < 1:
             raise ValueError(f"hidden_units={list(hidden_units)}: give one or more positive layer widths")
@@ -217,6 +221,12 @@ class IQLAgent:
             result = {"variant": variant, "steps": n_steps, "train_seconds": train_seconds}
             if env_fn is not None and self.eval_episodes > 0:
                 result.update(evaluate_policy(lambda o, a=algo: a.predict(o[None])[0], env_fn, eval_seeds))
+            if env_fn is not None and self.video_episodes > 0:
+                video = run_dir / "videos" / f"{variant}.mp4"
+                seed = eval_seeds[0] if eval_seeds else train_seed
+                policy = lambda o, a=algo: a.predict(np.asarray(o, np.float32)[None])[0]  # noqa: E731
+                record_video(policy, env_fn, self.video_episodes, seed, video, title=variant)
+                result["video"] = str(video)
             _append_jsonl(metrics_file, {"step": n_steps, "time": time.time(), "event": "eval", **result})
             done_file.write_text(json.dumps(result, indent=2))
             results[variant] = result
@@ -304,6 +314,19 @@ def evaluate_policy(
         "success_rate": float(np.mean(successes)),
         "return_mean": float(np.mean(returns)),
     }
+
+
+def record_video(policy: Callable[[np.ndarray], np.ndarray], env_fn: Callable, episodes: int, seed: int,
+                 path: Path, title: str = "") -> Path:  # fmt: skip
+    """Record ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) with the env reward under the frames."""
+    from vlmrl.report.video import record_episodes, write_video
+
+    env = env_fn()
+    try:
+        frames, _, starts, rewards = record_episodes(policy, env, episodes, seed=seed)
+    finally:
+        env.close()
+    return write_video(path, frames, np.asarray(rewards), fps=10, title=title, episode_starts=starts)
 
 
 def _append_jsonl(path: Path, row: dict) -> None:
