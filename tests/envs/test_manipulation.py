@@ -125,6 +125,14 @@ def test_expert_from_behind_pushes_to_the_goal_and_the_decoy_expert_pushes_elsew
         ScriptedPushPolicy(env, decoy="random")
     with pytest.raises(ValueError, match="decoy='left'"):
         ScriptedPushPolicy(env, decoy="left")
+    env = make_push(width=32, height=32)
+    try:
+        far = ScriptedPushPolicy(env, rng=np.random.default_rng(0), decoy="random", decoy_distance=1.0)
+        obs, _ = env.reset(seed=0)
+        with pytest.raises(ValueError, match="decoy_distance=1.0: no table point"):
+            far(obs)
+    finally:
+        env.close()
 
 
 @pytest.mark.slow

@@ -274,7 +274,7 @@ class PushEnv(TabletopEnv):
         success_threshold: goal distance counted as success (metres).
         min_goal_distance: smallest start distance between block and goal.
         start: where the gripper starts: ``anywhere`` (above a random point of the table) or ``behind``
-            (low, just behind the block on the block-goal line, a few mm off it: the push phase alone,
+            (low, just behind the block, up to 1 cm off the block-goal line: the push phase alone,
             which small offline datasets can cover).
         **kwargs: :class:`TabletopEnv` arguments.
     """
@@ -462,7 +462,8 @@ class ScriptedPushPolicy(ScriptedPolicy):
             for _ in range(1000):
                 self._goal = self.rng.uniform(-0.2, 0.2, size=2)
                 if np.linalg.norm(self._goal - goal) >= self.decoy_distance:
-                    break
+                    return
+            raise ValueError(f"decoy_distance={self.decoy_distance}: no table point (|x|, |y| <= 0.2) is that far")
 
     def _expert_action(self) -> np.ndarray:
         env = self.env
