@@ -185,6 +185,8 @@ class IQLAgent:
         import d3rlpy
         import torch
 
+        from vlmrl.report.video import rollout_video
+
         if self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
         rng = np.random.default_rng(0) if rng is None else rng
@@ -225,7 +227,7 @@ class IQLAgent:
                 video = run_dir / "videos" / f"{variant}.mp4"
                 seed = eval_seeds[0] if eval_seeds else train_seed
                 policy = lambda o, a=algo: a.predict(np.asarray(o, np.float32)[None])[0]  # noqa: E731
-                record_video(policy, env_fn, self.video_episodes, seed, video, title=variant)
+                rollout_video(policy, env_fn, video, self.video_episodes, seed, fps=10, title=variant)
                 result["video"] = str(video)
             _append_jsonl(metrics_file, {"step": n_steps, "time": time.time(), "event": "eval", **result})
             done_file.write_text(json.dumps(result, indent=2))
@@ -314,19 +316,6 @@ def evaluate_policy(
         "success_rate": float(np.mean(successes)),
         "return_mean": float(np.mean(returns)),
     }
-
-
-def record_video(policy: Callable[[np.ndarray], np.ndarray], env_fn: Callable, episodes: int, seed: int,
-                 path: Path, title: str = "") -> Path:  # fmt: skip
-    """Record ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) with the env reward under the frames."""
-    from vlmrl.report.video import record_episodes, write_video
-
-    env = env_fn()
-    try:
-        frames, _, starts, rewards = record_episodes(policy, env, episodes, seed=seed)
-    finally:
-        env.close()
-    return write_video(path, frames, np.asarray(rewards), fps=10, title=title, episode_starts=starts)
 
 
 def _append_jsonl(path: Path, row: dict) -> None:

@@ -21,7 +21,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from vlmrl.report.video import record_episodes, write_video
+from vlmrl.report.video import as_batch, rollout_video
 from vlmrl.runs import latest_checkpoint
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,13 @@ class ChunkedScorer:
             self._submit()
 
     def _submit(self) -> None:
-        batch, self._pending = _as_batch(self._pending), []
+        batch, self._pending = as_batch(self._pending), []
         self._futures.append(self._pool.submit(self.reward.predict, batch))
 
     def result(self) -> np.ndarray:
         """``float32 (N,)`` rewards of everything added since ``reset``."""
         if not self.asynchronous:
-            return np.asarray(self.reward.predict(_as_batch(self.inputs)), dtype=np.float32)
+            return np.asarray(self.reward.predict(as_batch(self.inputs)), dtype=np.float32)
         if self._pending:
             self._submit()
         return np.concatenate([np.asarray(f.result(), dtype=np.float32) for f in self._futures])
@@ -187,13 +187,6 @@ class RolloutRewardCallback(BaseCallback):
         if self._scorer is not None:
             self._scorer.close()
             self._scorer = None
-
-
-def _as_batch(items: list):
-    """Frames become one ``(N, H, W, 3)`` array; text stays a list."""
-    if items and isinstance(items[0], np.ndarray):
-        return np.stack(items)
-    return list(items)
 
 
 class AtRolloutEnds(BaseCallback):
@@ -360,19 +353,8 @@ class PPOAgent:
     def write_rollout_video(self, model, env_fn, reward, path: Path, episodes: int, seed: int,
                             deterministic: bool = True) -> Path:
         """Roll out ``model`` and write an mp4 with the reward curve under the frames."""
-        env = env_fn()
-        try:
-            key = getattr(reward, "input_key", "frame")
-            frames, inputs, starts, env_rewards = record_episodes(
-                lambda obs: model.predict(obs, deterministic=deterministic)[0], env, episodes, seed=seed, input_key=key)
-        finally:
-            env.close()
-        if reward is not None:
-            score = getattr(reward, "evaluate", reward.predict)
-            rewards, title = score(_as_batch(inputs)), f"{type(reward).__name__} reward"
-        else:
-            rewards, title = np.asarray(env_rewards), "env reward"
-        return write_video(path, frames, rewards, fps=self.video_fps, title=title, episode_starts=starts)
+        return rollout_video(lambda obs: model.predict(obs, deterministic=deterministic)[0], env_fn, path, episodes,
+                             seed, reward=reward, fps=self.video_fps)
 
     def rollout(self, checkpoint: Path, env_fn, reward, out: Path, episodes: int, seed: int,
                 deterministic: bool = True, **_) -> Path:

@@ -103,3 +103,31 @@ def record_episodes(policy: Callable[[np.ndarray], np.ndarray], env, episodes: i
             env_rewards.append(float(reward))
             done = terminated or truncated
     return np.stack(frames), inputs, starts, env_rewards
+
+
+def as_batch(items: list):
+    """Frames become one ``(N, H, W, 3)`` array; text stays a list."""
+    if items and isinstance(items[0], np.ndarray):
+        return np.stack(items)
+    return list(items)
+
+
+def rollout_video(policy: Callable[[np.ndarray], np.ndarray], env_fn: Callable, path: str | Path, episodes: int,
+                  seed: int | None, reward=None, fps: int = 30, title: str | None = None) -> Path:  # fmt: skip
+    """Roll ``policy`` out in a fresh ``env_fn()`` and write an mp4 with a reward curve under the frames.
+
+    The curve is ``reward``'s score of each step's ``info[reward.input_key]`` (its ``evaluate`` if it has one),
+    or the env's own reward when ``reward`` is None; ``title`` defaults to naming which.
+    """
+    env = env_fn()
+    try:
+        key = getattr(reward, "input_key", "frame")
+        frames, inputs, starts, env_rewards = record_episodes(policy, env, episodes, seed=seed, input_key=key)
+    finally:
+        env.close()
+    if reward is not None:
+        score = getattr(reward, "evaluate", reward.predict)
+        rewards, default_title = score(as_batch(inputs)), f"{type(reward).__name__} reward"
+    else:
+        rewards, default_title = np.asarray(env_rewards), "env reward"
+    return write_video(path, frames, rewards, fps=fps, title=title or default_title, episode_starts=starts)
