@@ -56,10 +56,11 @@ def main() -> None:
     args = ap.parse_args()
     runs = list(args.run_dirs)
     if args.experiment:
+        vlmrl = str(Path(sys.executable).parent / "vlmrl")  # the CLI of this interpreter's environment
         for seed in range(args.seeds):
             run = Path("runs") / f"{args.experiment}_s{seed}"
-            cmd = ["vlmrl", "train", args.experiment, f"seed={seed}", f"run_dir={run}", "resume=true"]
-            subprocess.run([str(Path(sys.executable).parent / cmd[0]), *cmd[1:]], check=True)
+            cmd = [vlmrl, "train", args.experiment, f"seed={seed}", f"run_dir={run}", "resume=true"]
+            subprocess.run(cmd, check=True)
             runs.append(run)
     if not runs:
         ap.error("give run folders or --experiment")
