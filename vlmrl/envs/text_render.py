@@ -71,20 +71,12 @@ def draw_text_screen(
 def _draw_cached(
     text: str, title: str, highlight: tuple[str, ...], height: int, width: int, font_size: int
 ) -> np.ndarray:
-    frame = _draw(text, title=title, highlight=highlight, height=height, width=width, font_size=font_size)
+    frame = _draw(text, title, highlight, height, width, font_size)
     frame.flags.writeable = False
     return frame
 
 
-def _draw(
-    text: str,
-    *,
-    title: str = "",
-    highlight: Sequence[str] = (),
-    height: int = 256,
-    width: int = 256,
-    font_size: int = 11,
-) -> np.ndarray:
+def _draw(text: str, title: str, highlight: Sequence[str], height: int, width: int, font_size: int) -> np.ndarray:
     """Draw one text screen (uncached); see :func:`draw_text_screen`."""
     if height < 16 or width < 16:
         raise ValueError(f"text screen of {height}x{width} is too small to read: use height, width >= 16")
