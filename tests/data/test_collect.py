@@ -38,16 +38,20 @@ def test_expert_without_expert_fn_names_the_setting():
 
 def test_push_mixture_dataset_records_frames_metric_and_behaviour(tmp_path):
     mixture = [{"policy": "expert", "noise": 0.0, "fraction": 1}, {"policy": "random", "fraction": 1}]
-    ds = collect(
-        push_env,
-        mixture,
-        4,
-        np.random.default_rng(0),
-        expert_fn=ScriptedPushPolicy,
-        metadata={"task": "push"},
-        work_dir=tmp_path,
-        part_episodes=3,
-    )
+
+    def collect_push(episodes):
+        return collect(
+            push_env,
+            mixture,
+            episodes,
+            np.random.default_rng(0),
+            expert_fn=ScriptedPushPolicy,
+            metadata={"task": "push"},
+            work_dir=tmp_path,
+            part_episodes=3,
+        )
+
+    ds = collect_push(4)
     assert len(ds) == 48 and ds.num_episodes == 4
     assert ds.frames.shape == (48, 32, 32, 3) and ds.frames.max() > 0
     assert ds.timeouts.sum() == 4 and not ds.terminals.any()
@@ -61,27 +65,10 @@ def test_push_mixture_dataset_records_frames_metric_and_behaviour(tmp_path):
     assert progress[expert].min() >= 0.0
     assert sorted(p.name for p in (tmp_path / "parts").glob("part_*.npz")) == ["part_00000.npz", "part_00001.npz"]
     # a second call with the same seed reuses the saved parts and gives identical data
-    again = collect(
-        push_env,
-        mixture,
-        4,
-        np.random.default_rng(0),
-        expert_fn=ScriptedPushPolicy,
-        metadata={"task": "push"},
-        work_dir=tmp_path,
-        part_episodes=3,
-    )
+    again = collect_push(4)
     np.testing.assert_array_equal(again.observations, ds.observations)
     with pytest.raises(ValueError, match="parts of a different collection"):
-        collect(
-            push_env,
-            mixture,
-            5,
-            np.random.default_rng(0),
-            expert_fn=ScriptedPushPolicy,
-            work_dir=tmp_path,
-            part_episodes=3,
-        )
+        collect_push(5)
 
 
 def test_expert_args_reach_the_expert_and_the_metadata():

@@ -8,16 +8,15 @@ from vlmrl import cli
 
 pytest.importorskip("open_clip")
 
+TINY_CLIP_HUMANOID = ["experiments=humanoid_kneel", "labelers.model=vlmrl-tiny", "envs.width=64", "envs.height=64"]
+
 
 def test_evaluate_reward_job_on_humanoid_with_tiny_clip(tmp_path, capsys):
     out = tmp_path / "eval"
     code = cli.main(
         [
             "evaluate-reward",
-            "experiments=humanoid_kneel",
-            "labelers.model=vlmrl-tiny",
-            "envs.width=64",
-            "envs.height=64",
+            *TINY_CLIP_HUMANOID,
             "episodes=2",
             "max_steps=12",
             "top_k=3",
@@ -60,10 +59,7 @@ def test_variants_are_scored_on_the_same_rollouts(tmp_path, capsys):
     code = cli.main(
         [
             "evaluate-reward",
-            "experiments=humanoid_kneel",
-            "labelers.model=vlmrl-tiny",
-            "envs.width=64",
-            "envs.height=64",
+            *TINY_CLIP_HUMANOID,
             "episodes=1",
             "max_steps=10",
             "variants=[{alpha:0.0},{alpha:1.0}]",
