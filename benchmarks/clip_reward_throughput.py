@@ -37,9 +37,11 @@ LADDER = [  # (name, vision width, layers, patch) at the frame size; text tower 
 def register(size: int) -> None:
     d = Path(tempfile.mkdtemp())
     for name, width, layers, patch in LADDER:
-        cfg = {"embed_dim": 128, "vision_cfg": {"image_size": size, "layers": layers, "width": width,
-                                                "patch_size": patch, "head_width": 64},
-               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
+        cfg = {
+            "embed_dim": 128,
+            "vision_cfg": {"image_size": size, "layers": layers, "width": width, "patch_size": patch, "head_width": 64},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+        }
         (d / f"{name}.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(d)
 
@@ -126,9 +128,14 @@ def main() -> None:
     bound = 1.0 / (1.0 / S + 1.0 / R + 1.0 / C)
     W_serial = loop_rate(model, args.steps, args.n_envs, args.chunk_steps, asynchronous=False)
     W = loop_rate(model, args.steps, args.n_envs, args.chunk_steps, asynchronous=True)
-    rows = [("sim only S (steps/s)", S), ("render only R (fps)", R), (f"CLIP only C (frames/s, {name})", C),
-            ("serial bound 1/(1/S+1/R+1/C)", bound), ("loop, scoring at rollout end (steps/s)", W_serial),
-            ("loop W, chunks scored while stepping (steps/s)", W)]
+    rows = [
+        ("sim only S (steps/s)", S),
+        ("render only R (fps)", R),
+        (f"CLIP only C (frames/s, {name})", C),
+        ("serial bound 1/(1/S+1/R+1/C)", bound),
+        ("loop, scoring at rollout end (steps/s)", W_serial),
+        ("loop W, chunks scored while stepping (steps/s)", W),
+    ]
     print(f"\nhumanoid {args.size}x{args.size}, {args.n_envs} envs, {args.steps} steps")
     print(f"{'measure':<50}{'value':>10}")
     for k, v in rows:

@@ -90,35 +90,81 @@ def run(env_name: str, seed: int, encoder, args, workdir: Path) -> list[dict]:
     rows = []
 
     t = time.time()
-    gfn = GFlowNetAgent(encoder=encoder, total_episodes=episodes, eval_episodes=0, video=False,
-                        lr=args.lr, reward_temperature=args.reward_temperature or DEFAULT_T[env_name],
-                        prior_scale=args.prior_scale)
+    gfn = GFlowNetAgent(
+        encoder=encoder,
+        total_episodes=episodes,
+        eval_episodes=0,
+        video=False,
+        lr=args.lr,
+        reward_temperature=args.reward_temperature or DEFAULT_T[env_name],
+        prior_scale=args.prior_scale,
+    )
     gfn.train(env_fn=env_fn, run_dir=workdir / f"{env_name}_gfn_{seed}", rng=np.random.default_rng(seed))
     env = env_fn()
-    gfn_policy = lambda rng: (lambda o, c: gfn.act(o, c, rng))  # noqa: E731
+    gfn_policy = lambda rng: lambda o, c: gfn.act(o, c, rng)  # noqa: E731
     success, distinct = evaluate(env, gfn_policy, args.eval_episodes, np.random.default_rng(10_000 + seed))
     fixed = diversity(env_name, env, gfn_policy, args, np.random.default_rng(20_000 + seed))
-    rows.append(dict(env=env_name, method="gflownet", seed=seed, success=success, distinct=distinct,
-                     fixed=fixed, steps=gfn.steps_done, seconds=time.time() - t))
+    rows.append(
+        dict(
+            env=env_name,
+            method="gflownet",
+            seed=seed,
+            success=success,
+            distinct=distinct,
+            fixed=fixed,
+            steps=gfn.steps_done,
+            seconds=time.time() - t,
+        )
+    )
     budget = gfn.steps_done
 
     t = time.time()
     n_envs, n_steps = 4, 64
-    ppo = TextPPOAgent(encoder=encoder, total_timesteps=max(budget, n_envs * n_steps), n_envs=n_envs,
-                       n_steps=n_steps, batch_size=64, learning_rate=1e-3, eval_episodes=0,
-                       checkpoint_every=10**9, prior_scale=args.prior_scale, video=False)
+    ppo = TextPPOAgent(
+        encoder=encoder,
+        total_timesteps=max(budget, n_envs * n_steps),
+        n_envs=n_envs,
+        n_steps=n_steps,
+        batch_size=64,
+        learning_rate=1e-3,
+        eval_episodes=0,
+        checkpoint_every=10**9,
+        prior_scale=args.prior_scale,
+        video=False,
+    )
     ppo.train(env_fn=env_fn, run_dir=workdir / f"{env_name}_ppo_{seed}", rng=np.random.default_rng(seed))
-    success, distinct = evaluate(env, lambda rng: ppo.act_text, args.eval_episodes,
-                                 np.random.default_rng(10_000 + seed))
+    success, distinct = evaluate(
+        env, lambda rng: ppo.act_text, args.eval_episodes, np.random.default_rng(10_000 + seed)
+    )
     fixed = diversity(env_name, env, lambda rng: ppo.act_text, args, np.random.default_rng(20_000 + seed))
-    rows.append(dict(env=env_name, method="ppo", seed=seed, success=success, distinct=distinct, fixed=fixed,
-                     steps=int(ppo.model.num_timesteps), seconds=time.time() - t))
+    rows.append(
+        dict(
+            env=env_name,
+            method="ppo",
+            seed=seed,
+            success=success,
+            distinct=distinct,
+            fixed=fixed,
+            steps=int(ppo.model.num_timesteps),
+            seconds=time.time() - t,
+        )
+    )
 
     t = time.time()
     success, distinct = evaluate(env, random_policy, args.eval_episodes, np.random.default_rng(10_000 + seed))
     fixed = diversity(env_name, env, random_policy, args, np.random.default_rng(20_000 + seed))
-    rows.append(dict(env=env_name, method="random", seed=seed, success=success, distinct=distinct, fixed=fixed,
-                     steps=0, seconds=time.time() - t))
+    rows.append(
+        dict(
+            env=env_name,
+            method="random",
+            seed=seed,
+            success=success,
+            distinct=distinct,
+            fixed=fixed,
+            steps=0,
+            seconds=time.time() - t,
+        )
+    )
     env.close()
     return rows
 
@@ -130,18 +176,29 @@ def main() -> None:
     parser.add_argument("--encoder", default="minilm", choices=["minilm", "hashing"])
     parser.add_argument("--eval-episodes", type=int, default=40)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--reward-temperature", type=float, default=None,
-                        help="GFlowNet T; default 0.1 on NumberLine, 0.01 on ALFWorld (1/T > log #failures)")
+    parser.add_argument(
+        "--reward-temperature",
+        type=float,
+        default=None,
+        help="GFlowNet T; default 0.1 on NumberLine, 0.01 on ALFWorld (1/T > log #failures)",
+    )
     parser.add_argument("--prior-scale", type=float, default=0.0)
-    parser.add_argument("--diversity-episodes", type=int, default=100,
-                        help="NumberLine: episodes sampled from each of two fixed starts to count distinct solutions")
+    parser.add_argument(
+        "--diversity-episodes",
+        type=int,
+        default=100,
+        help="NumberLine: episodes sampled from each of two fixed starts to count distinct solutions",
+    )
     parser.add_argument("--max-number", type=int, default=5)
     parser.add_argument("--numberline-steps", type=int, default=8)
     parser.add_argument("--numberline-episodes", type=int, default=1000)
     parser.add_argument("--alfworld-episodes", type=int, default=160)
     parser.add_argument("--alfworld-steps", type=int, default=30)
-    parser.add_argument("--alfworld-games", default="look_at_obj_in_light",
-                        help="comma-separated substrings of shipped game paths; '' for all 12 games")
+    parser.add_argument(
+        "--alfworld-games",
+        default="look_at_obj_in_light",
+        help="comma-separated substrings of shipped game paths; '' for all 12 games",
+    )
     args = parser.parse_args()
 
     encoder = SentenceEncoder() if args.encoder == "minilm" else HashingEncoder()
@@ -151,14 +208,20 @@ def main() -> None:
             for seed in range(args.seeds):
                 rows += run(env_name, seed, encoder, args, Path(tmp))
                 last = rows[-3:]
-                print("# " + "  ".join(f"{r['env']}/{r['method']}/s{r['seed']}: {r['success']:.2f}" for r in last),
-                      flush=True)
+                print(
+                    "# " + "  ".join(f"{r['env']}/{r['method']}/s{r['seed']}: {r['success']:.2f}" for r in last),
+                    flush=True,
+                )
 
-    print(f"\n{'env':<11} {'method':<9} {'seed':>4} {'success':>8} {'distinct/task':>14} {'fixed-start':>12}"
-          f" {'steps':>7} {'sec':>7}")
+    print(
+        f"\n{'env':<11} {'method':<9} {'seed':>4} {'success':>8} {'distinct/task':>14} {'fixed-start':>12}"
+        f" {'steps':>7} {'sec':>7}"
+    )
     for r in rows:
-        print(f"{r['env']:<11} {r['method']:<9} {r['seed']:>4} {r['success']:>8.3f} {r['distinct']:>14.2f}"
-              f" {r['fixed']:>12.2f} {r['steps']:>7} {r['seconds']:>7.1f}")
+        print(
+            f"{r['env']:<11} {r['method']:<9} {r['seed']:>4} {r['success']:>8.3f} {r['distinct']:>14.2f}"
+            f" {r['fixed']:>12.2f} {r['steps']:>7} {r['seconds']:>7.1f}"
+        )
     print()
     for env_name in args.envs.split(","):
         for method in ("gflownet", "ppo", "random"):

@@ -37,8 +37,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     actions = np.random.default_rng(0).integers(0, 23, size=args.steps)
-    rows: dict[str, list[float]] = {"raw NLE": [], "wrapper (lazy frame, default)": [],
-                                    "wrapper (frame every step)": [], "wrapper (no frame)": []}
+    rows: dict[str, list[float]] = {
+        "raw NLE": [],
+        "wrapper (lazy frame, default)": [],
+        "wrapper (frame every step)": [],
+        "wrapper (no frame)": [],
+    }
     for _ in range(args.repeats):  # interleaved, best of N: the machine is shared and noisy
         rows["raw NLE"].append(steps_per_s(gym.make("NetHackScore-v0", max_episode_steps=1000), actions))
         rows["wrapper (lazy frame, default)"].append(steps_per_s(make_nethack("score"), actions))

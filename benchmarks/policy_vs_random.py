@@ -50,8 +50,10 @@ def main() -> None:
         "ppo (sampled)": lambda o: model.predict(o, deterministic=False)[0],
         "random": lambda o: rng.uniform(low, high).astype(env.action_space.dtype),
     }
-    scores = {k: [episode_score(env, act, args.seed + ep, args.metric) for ep in range(args.episodes)]
-              for k, act in policies.items()}
+    scores = {
+        k: [episode_score(env, act, args.seed + ep, args.metric) for ep in range(args.episodes)]
+        for k, act in policies.items()
+    }
     env.close()
     print(f"{cfg.name}: {ckpt.name}, {args.episodes} episodes, final {args.metric} ({args.goal} is better)")
     print(f"{'policy':<22}{'mean':>10}{'sem':>10}")

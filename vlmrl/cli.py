@@ -25,8 +25,9 @@ def available_jobs() -> list[str]:
     """Job names (``vlmrl/jobs/<name>.py`` with ``_`` shown as ``-``)."""
     import vlmrl.jobs
 
-    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(vlmrl.jobs.__path__)
-                  if not m.name.startswith("_"))
+    return sorted(
+        m.name.replace("_", "-") for m in pkgutil.iter_modules(vlmrl.jobs.__path__) if not m.name.startswith("_")
+    )
 
 
 def group_options(group: str) -> list[str]:
@@ -64,8 +65,10 @@ def compose(job: str, overrides: list[str]) -> DictConfig:
 def parse_args(argv: list[str]) -> tuple[str, list[str], bool]:
     """Split ``argv`` into job, Hydra overrides and the --cfg flag; a bare word is an experiment name."""
     if not argv or argv[0] in ("-h", "--help", "help"):
-        raise UsageError(f"{USAGE}\n  jobs: {', '.join(available_jobs())}\n"
-                         + "\n".join(f"  {g}: {', '.join(group_options(g))}" for g in GROUPS))
+        raise UsageError(
+            f"{USAGE}\n  jobs: {', '.join(available_jobs())}\n"
+            + "\n".join(f"  {g}: {', '.join(group_options(g))}" for g in GROUPS)
+        )
     job, rest = argv[0].replace("-", "_"), argv[1:]
     if job.replace("_", "-") not in available_jobs():
         raise UsageError(f"unknown job {argv[0]!r}; choose one of: {', '.join(available_jobs())}")
@@ -78,8 +81,9 @@ def parse_args(argv: list[str]) -> tuple[str, list[str], bool]:
             raise UsageError(f"unknown option {arg!r}; {USAGE}")
         if "=" not in arg:
             if arg not in group_options("experiments"):
-                raise UsageError(f"unknown experiments {arg!r}; choose one of: "
-                                 f"{', '.join(group_options('experiments'))}")
+                raise UsageError(
+                    f"unknown experiments {arg!r}; choose one of: {', '.join(group_options('experiments'))}"
+                )
             arg = f"experiments={arg}"
         overrides.append(arg)
     return job, overrides, show

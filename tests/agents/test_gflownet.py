@@ -83,9 +83,12 @@ def test_update_lowers_tb_loss_on_a_fixed_batch():
 
 def test_replay_keeps_best_distinct_trajectories():
     agent = _agent(replay_size=2, reward_temperature=1.0)
+
     def traj(cmds, r):
-        return Trajectory(observations=["s"] * len(cmds), commands=[["a", "b"]] * len(cmds), actions=cmds,
-                          env_return=r, task="t")
+        return Trajectory(
+            observations=["s"] * len(cmds), commands=[["a", "b"]] * len(cmds), actions=cmds, env_return=r, task="t"
+        )
+
     batch = [traj([0], 1.0), traj([0], 1.0), traj([1], 3.0), traj([0, 1], 2.0), traj([1, 1], 0.0)]
     agent.score_rewards(batch)
     agent.remember(batch)
@@ -120,8 +123,15 @@ def test_reward_model_scores_final_step_in_one_batch():
 
 def test_train_writes_run_folder_resumes_and_beats_random(tmp_path):
     env_fn = lambda: NumberLineEnv(max_number=3, max_episode_steps=4)  # noqa: E731
-    agent = GFlowNetAgent(encoder=HashingEncoder(), total_episodes=320, eval_episodes=100, video=False,
-                          checkpoint_every=10, lr=0.01, updates_per_iteration=4)
+    agent = GFlowNetAgent(
+        encoder=HashingEncoder(),
+        total_episodes=320,
+        eval_episodes=100,
+        video=False,
+        checkpoint_every=10,
+        lr=0.01,
+        updates_per_iteration=4,
+    )
     result = agent.train(env_fn=env_fn, run_dir=tmp_path, rng=np.random.default_rng(0))
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert len(rows) == 40 and rows[-1]["episodes"] == 320

@@ -72,8 +72,14 @@ def run_one_rollout(reward, async_scoring, tmp_path, env_coef=0.0):
 
     venv = make_vec_env(make_env, n_envs=2, seed=0)
     model = PPO("MlpPolicy", venv, n_steps=24, batch_size=48, n_epochs=1, gamma=0.9, gae_lambda=0.8, seed=0)
-    cb = RolloutRewardCallback(reward, env_reward_coef=env_coef, model_reward_coef=1.0,
-                               async_scoring=async_scoring, chunk_steps=5, metrics_path=tmp_path / "m.jsonl")
+    cb = RolloutRewardCallback(
+        reward,
+        env_reward_coef=env_coef,
+        model_reward_coef=1.0,
+        async_scoring=async_scoring,
+        chunk_steps=5,
+        metrics_path=tmp_path / "m.jsonl",
+    )
     cap = Capture()
     model.learn(48, callback=[cb, cap])
     return cap
@@ -132,27 +138,44 @@ def test_observe_rollout_sees_the_whole_rollout_before_scoring(tmp_path):
 
 
 def test_agent_writes_checkpoints_video_and_resumes(tmp_path):
-    agent = PPOAgent(total_timesteps=96, n_envs=2, n_steps=24, batch_size=24, n_epochs=1, checkpoint_every=48,
-                     progress_bar=False)
+    agent = PPOAgent(
+        total_timesteps=96, n_envs=2, n_steps=24, batch_size=24, n_epochs=1, checkpoint_every=48, progress_bar=False
+    )
     out = agent.train(env_fn=make_env, reward=MeanPixel(), run_dir=tmp_path, rng=np.random.default_rng(0))
     assert out["timesteps"] == 96
     names = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.zip"))
     assert names == ["step_48.zip", "step_96.zip"]
     assert (tmp_path / "videos" / "final.mp4").stat().st_size > 0
-    agent2 = PPOAgent(total_timesteps=144, n_envs=2, n_steps=24, batch_size=24, n_epochs=1, checkpoint_every=48,
-                      progress_bar=False)
-    out2 = agent2.train(env_fn=make_env, reward=MeanPixel(), run_dir=tmp_path, rng=np.random.default_rng(0),
-                        resume=True)
+    agent2 = PPOAgent(
+        total_timesteps=144, n_envs=2, n_steps=24, batch_size=24, n_epochs=1, checkpoint_every=48, progress_bar=False
+    )
+    out2 = agent2.train(
+        env_fn=make_env, reward=MeanPixel(), run_dir=tmp_path, rng=np.random.default_rng(0), resume=True
+    )
     assert out2["resumed_from"].endswith("step_96.zip") and out2["timesteps"] == 144
     assert latest_checkpoint(tmp_path).name == "step_144.zip"
 
 
 def test_killed_train_resumes_from_its_last_checkpoint(tmp_path):
     """`vlmrl train` killed mid-run continues from the last checkpoint with resume=true."""
-    args = [sys.executable, "-m", "vlmrl.cli", "train", "humanoid_kneel", "labelers.model=vlmrl-tiny",
-            "envs.width=32", "envs.height=32", "agents.total_timesteps=1024", "agents.n_envs=2",
-            "agents.n_steps=64", "agents.batch_size=128", "agents.n_epochs=1", "agents.checkpoint_every=128",
-            "agents.progress_bar=false", f"runs_root={tmp_path}"]
+    args = [
+        sys.executable,
+        "-m",
+        "vlmrl.cli",
+        "train",
+        "humanoid_kneel",
+        "labelers.model=vlmrl-tiny",
+        "envs.width=32",
+        "envs.height=32",
+        "agents.total_timesteps=1024",
+        "agents.n_envs=2",
+        "agents.n_steps=64",
+        "agents.batch_size=128",
+        "agents.n_epochs=1",
+        "agents.checkpoint_every=128",
+        "agents.progress_bar=false",
+        f"runs_root={tmp_path}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 240

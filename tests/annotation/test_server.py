@@ -29,8 +29,9 @@ def paid_messages(stub):
 def test_labels_every_message_once_through_every_fault(tmp_path):
     faults = ("ok", "429", "ok", "500", "timeout", "malformed", "ok", "drop", "garbage")
     with StubEndpoint(faults=faults, hang=0.8) as stub:
-        server = AnnotationServer(judge(), store_path=tmp_path / "labels.sqlite", endpoint=stub.base_url,
-                                  batch_size=4, max_backoff=0.2).start()
+        server = AnnotationServer(
+            judge(), store_path=tmp_path / "labels.sqlite", endpoint=stub.base_url, batch_size=4, max_backoff=0.2
+        ).start()
         client = AnnotationClient(server.url)
         try:
             ack = client.submit(MESSAGES + MESSAGES[:5])  # duplicates are deduplicated

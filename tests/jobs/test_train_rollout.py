@@ -9,9 +9,22 @@ from vlmrl.envs.rendering import is_blank
 
 def test_train_then_rollout_writes_checkpoint_tensorboard_and_videos(tmp_path, capsys):
     common = ["labelers.model=vlmrl-tiny", "envs.width=48", "envs.height=48", "envs.episode_length=20"]
-    code = main(["train", "humanoid_kneel", *common, "agents.total_timesteps=256", "agents.n_envs=2",
-                 "agents.n_steps=64", "agents.batch_size=64", "agents.n_epochs=1", "agents.checkpoint_every=128",
-                 "agents.video_every=128", "agents.progress_bar=false", f"runs_root={tmp_path}"])
+    code = main(
+        [
+            "train",
+            "humanoid_kneel",
+            *common,
+            "agents.total_timesteps=256",
+            "agents.n_envs=2",
+            "agents.n_steps=64",
+            "agents.batch_size=64",
+            "agents.n_epochs=1",
+            "agents.checkpoint_every=128",
+            "agents.video_every=128",
+            "agents.progress_bar=false",
+            f"runs_root={tmp_path}",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     run_dir = tmp_path / "humanoid_kneel"

@@ -24,8 +24,12 @@ def test_key_depends_on_every_part():
     a, b = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2, 3), np.uint8)
     base = LabelCache.key("vlm", "m", "t", [a, b])
     assert base == LabelCache.key("vlm", "m", "t", [a.copy(), b.copy()])
-    others = [LabelCache.key("teacher", "m", "t", [a, b]), LabelCache.key("vlm", "m2", "t", [a, b]),
-              LabelCache.key("vlm", "m", "t2", [a, b]), LabelCache.key("vlm", "m", "t", [b, a])]
+    others = [
+        LabelCache.key("teacher", "m", "t", [a, b]),
+        LabelCache.key("vlm", "m2", "t", [a, b]),
+        LabelCache.key("vlm", "m", "t2", [a, b]),
+        LabelCache.key("vlm", "m", "t", [b, a]),
+    ]
     assert base not in others and len(set(others)) == 4
     assert content_hash(a) != content_hash(a.astype(np.float32))  # dtype is part of the content
     with pytest.raises(TypeError, match="cannot hash"):

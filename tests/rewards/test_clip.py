@@ -51,8 +51,14 @@ def test_projection_rejects_bad_alpha_and_identical_prompts():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_clip_checkpoint):
-    return CLIPReward(model="vlmrl-tiny", pretrained=str(tiny_clip_checkpoint), goal_prompts=["a kneeling robot"],
-                      baseline_prompts=["a robot"], alpha=0.5, batch_size=4)
+    return CLIPReward(
+        model="vlmrl-tiny",
+        pretrained=str(tiny_clip_checkpoint),
+        goal_prompts=["a kneeling robot"],
+        baseline_prompts=["a robot"],
+        alpha=0.5,
+        batch_size=4,
+    )
 
 
 def frames(n, seed=0, size=48):
@@ -71,8 +77,14 @@ def test_predict_is_the_projection_of_normalised_image_embeddings(tiny):
 
 
 def test_batch_size_does_not_change_rewards(tiny, tiny_clip_checkpoint):
-    big = CLIPReward(model="vlmrl-tiny", pretrained=str(tiny_clip_checkpoint), goal_prompts=["a kneeling robot"],
-                     baseline_prompts=["a robot"], alpha=0.5, batch_size=64)
+    big = CLIPReward(
+        model="vlmrl-tiny",
+        pretrained=str(tiny_clip_checkpoint),
+        goal_prompts=["a kneeling robot"],
+        baseline_prompts=["a robot"],
+        alpha=0.5,
+        batch_size=64,
+    )
     f = frames(9, seed=3)
     np.testing.assert_allclose(tiny.predict(f), big.predict(f), rtol=1e-5, atol=1e-6)
 

@@ -17,8 +17,12 @@ from vlmrl.rewards.intrinsic import (
     count_decayed_reward,
 )
 
-GOOD = ["You see here 7 gold pieces.", "You kill the newt!", "Welcome to experience level 2.",
-        "There is a staircase down here."]
+GOOD = [
+    "You see here 7 gold pieces.",
+    "You kill the newt!",
+    "Welcome to experience level 2.",
+    "There is a staircase down here.",
+]
 BAD = ["It's solid stone.", "It's a wall.", "Never mind.", "You can't move diagonally out of an intact doorway."]
 
 
@@ -66,9 +70,16 @@ def wait_for_labels(reward, messages, timeout=20.0):
 
 def test_oni_reward_end_to_end_with_counts(tmp_path):
     with StubEndpoint(faults=("ok", "429", "ok", "drop")) as stub:
-        reward = OniReward(model="hashing", c_int=1.0, beta=3.0, labeler=LLMJudge(timeout=0.5),
-                           endpoint=stub.base_url, store_path=str(tmp_path / "store.sqlite"),
-                           run_dir=tmp_path / "run", rng=np.random.default_rng(0))
+        reward = OniReward(
+            model="hashing",
+            c_int=1.0,
+            beta=3.0,
+            labeler=LLMJudge(timeout=0.5),
+            endpoint=stub.base_url,
+            store_path=str(tmp_path / "store.sqlite"),
+            run_dir=tmp_path / "run",
+            rng=np.random.default_rng(0),
+        )
         rollout = [GOOD[0], BAD[0], "", GOOD[0], GOOD[1]]  # step-major messages of one rollout
         reward.observe_rollout(rollout, np.zeros((5, 1), np.float32), np.zeros((5, 1), bool), 5)
         first = reward.predict(rollout)

@@ -150,9 +150,7 @@ class SentenceEncoder(TextEncoder):
     def _embed(self, texts: list[str]) -> np.ndarray:
         model = self._load()
         with torch.inference_mode():
-            return model.encode(
-                texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True
-            )
+            return model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True)
 
 
 def resolve_sentence_model(model_name: str) -> str:
@@ -524,9 +522,7 @@ class GFlowNetAgent:
         last_ckpt: Path | None = None
         try:
             while self.episodes_done < self.total_episodes:
-                batch = [
-                    self.play(env, rng, input_key=input_key)[0] for _ in range(self.episodes_per_iteration)
-                ]
+                batch = [self.play(env, rng, input_key=input_key)[0] for _ in range(self.episodes_per_iteration)]
                 self.score_rewards(batch, reward)
                 self.remember(batch)
                 for _ in range(self.updates_per_iteration):

@@ -89,12 +89,21 @@ class RolloutRewardCallback(BaseCallback):
         metrics_path: ``metrics.jsonl`` to append one line per rollout to.
     """
 
-    def __init__(self, reward, env_reward_coef: float = 0.0, model_reward_coef: float = 1.0,
-                 async_scoring: bool = True, chunk_steps: int = 16, metrics_path: Path | None = None):
+    def __init__(
+        self,
+        reward,
+        env_reward_coef: float = 0.0,
+        model_reward_coef: float = 1.0,
+        async_scoring: bool = True,
+        chunk_steps: int = 16,
+        metrics_path: Path | None = None,
+    ):
         super().__init__()
         if reward is None and model_reward_coef != 0:
-            raise ValueError("no reward model configured but model_reward_coef != 0; set labelers=none "
-                             "with agents.model_reward_coef=0 and agents.env_reward_coef=1")
+            raise ValueError(
+                "no reward model configured but model_reward_coef != 0; set labelers=none "
+                "with agents.model_reward_coef=0 and agents.env_reward_coef=1"
+            )
         self.reward = reward
         self.env_coef, self.model_coef = float(env_reward_coef), float(model_reward_coef)
         self.async_scoring = async_scoring and reward is not None and not hasattr(reward, "observe_rollout")
@@ -108,8 +117,7 @@ class RolloutRewardCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         if self.reward is not None and self._scorer is None:
-            self._scorer = ChunkedScorer(self.reward, self.chunk_steps * self.training_env.num_envs,
-                                         self.async_scoring)
+            self._scorer = ChunkedScorer(self.reward, self.chunk_steps * self.training_env.num_envs, self.async_scoring)
 
     def _on_rollout_start(self) -> None:
         if self._scorer is not None:
@@ -127,8 +135,10 @@ class RolloutRewardCallback(BaseCallback):
         try:
             items = [info[key] for info in self.locals["infos"]]
         except KeyError:
-            raise KeyError(f"the reward model reads info[{key!r}] but the env does not provide it; "
-                           f"use an env that emits {key}s (e.g. emit_frames=true)") from None
+            raise KeyError(
+                f"the reward model reads info[{key!r}] but the env does not provide it; "
+                f"use an env that emits {key}s (e.g. emit_frames=true)"
+            ) from None
         self._scorer.add(items)
         return True
 
@@ -136,8 +146,9 @@ class RolloutRewardCallback(BaseCallback):
         if self.reward is None:
             return np.zeros((n_steps, n_envs), dtype=np.float32)
         if hasattr(self.reward, "observe_rollout"):  # never asynchronous: it may retrain the model first
-            self.reward.observe_rollout(self._scorer.inputs, np.stack(self._env_rewards), np.stack(self._dones),
-                                        self.num_timesteps)
+            self.reward.observe_rollout(
+                self._scorer.inputs, np.stack(self._env_rewards), np.stack(self._dones), self.num_timesteps
+            )
         flat = self._scorer.result()
         if flat.shape != (n_steps * n_envs,):
             raise ValueError(f"reward model returned shape {flat.shape}, expected ({n_steps * n_envs},)")
@@ -255,8 +266,14 @@ class VideoEvery(AtRolloutEnds):
 
     def due(self) -> None:
         """Record the current policy."""
-        self.agent.write_rollout_video(self.model, self.env_fn, self.reward,
-                                       self.directory / f"step_{self.num_timesteps}.mp4", self.episodes, self.seed)
+        self.agent.write_rollout_video(
+            self.model,
+            self.env_fn,
+            self.reward,
+            self.directory / f"step_{self.num_timesteps}.mp4",
+            self.episodes,
+            self.seed,
+        )
 
 
 class PPOAgent:
@@ -299,18 +316,26 @@ class PPOAgent:
             raise ValueError("total_timesteps and checkpoint_every must be positive")
         self.total_timesteps = int(total_timesteps)
         self.n_envs = int(n_envs)
-        self.ppo_kwargs = dict(n_steps=int(n_steps), batch_size=int(batch_size), n_epochs=int(n_epochs),
-                               gamma=gamma, gae_lambda=gae_lambda, learning_rate=learning_rate,
-                               ent_coef=ent_coef, clip_range=clip_range,
-                               policy_kwargs=dict(policy_kwargs) if policy_kwargs else None)
+        self.ppo_kwargs = dict(
+            n_steps=int(n_steps),
+            batch_size=int(batch_size),
+            n_epochs=int(n_epochs),
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            learning_rate=learning_rate,
+            ent_coef=ent_coef,
+            clip_range=clip_range,
+            policy_kwargs=dict(policy_kwargs) if policy_kwargs else None,
+        )
         self.policy, self.vec_env, self.device, self.verbose = policy, vec_env, device, verbose
         self.env_reward_coef, self.model_reward_coef = env_reward_coef, model_reward_coef
         self.async_scoring = async_scoring
         self.checkpoint_every, self.video_every = int(checkpoint_every), int(video_every)
         self.video_episodes, self.video_fps, self.progress_bar = int(video_episodes), int(video_fps), progress_bar
 
-    def train(self, env_fn, reward, run_dir: Path, rng: np.random.Generator, resume: bool = False,
-              **_) -> dict[str, Any]:
+    def train(
+        self, env_fn, reward, run_dir: Path, rng: np.random.Generator, resume: bool = False, **_
+    ) -> dict[str, Any]:
         """Train (or continue) a run in ``run_dir``; returns a summary written to ``result.json`` too."""
         run_dir = Path(run_dir)
         ckpt_dir, video_dir = run_dir / "checkpoints", run_dir / "videos"
@@ -327,37 +352,67 @@ class PPOAgent:
         else:
             if resume:
                 log.warning("resume=true but %s has no checkpoint yet: starting from scratch", ckpt_dir)
-            model = PPO(self.policy, venv, seed=seed, device=self.device, verbose=self.verbose,
-                        tensorboard_log=str(run_dir / "tb"), **self.ppo_kwargs)
+            model = PPO(
+                self.policy,
+                venv,
+                seed=seed,
+                device=self.device,
+                verbose=self.verbose,
+                tensorboard_log=str(run_dir / "tb"),
+                **self.ppo_kwargs,
+            )
         remaining = self.total_timesteps - model.num_timesteps
-        reward_cb = RolloutRewardCallback(reward, self.env_reward_coef, self.model_reward_coef,
-                                          self.async_scoring, metrics_path=run_dir / "metrics.jsonl")
+        reward_cb = RolloutRewardCallback(
+            reward,
+            self.env_reward_coef,
+            self.model_reward_coef,
+            self.async_scoring,
+            metrics_path=run_dir / "metrics.jsonl",
+        )
         ckpt_cb = CheckpointEvery(ckpt_dir, self.checkpoint_every, reward)
         callbacks = [reward_cb, ckpt_cb]
         if self.video_every > 0:
-            callbacks.append(VideoEvery(self, env_fn, reward, video_dir, self.video_every, self.video_episodes,
-                                        seed))
+            callbacks.append(VideoEvery(self, env_fn, reward, video_dir, self.video_every, self.video_episodes, seed))
         t0 = time.time()
         try:
             if remaining > 0:
-                model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=last is None,
-                            tb_log_name="ppo", progress_bar=self.progress_bar)
+                model.learn(
+                    remaining,
+                    callback=CallbackList(callbacks),
+                    reset_num_timesteps=last is None,
+                    tb_log_name="ppo",
+                    progress_bar=self.progress_bar,
+                )
                 ckpt_cb.save()
         finally:
             venv.close()
         final_ckpt = latest_checkpoint(run_dir, (".zip",))
         video = self.write_rollout_video(model, env_fn, reward, video_dir / "final.mp4", self.video_episodes, seed)
-        return {"timesteps": int(model.num_timesteps), "train_seconds": round(time.time() - t0, 2),
-                "checkpoint": str(final_ckpt), "video": str(video), "resumed_from": str(last) if last else None}
+        return {
+            "timesteps": int(model.num_timesteps),
+            "train_seconds": round(time.time() - t0, 2),
+            "checkpoint": str(final_ckpt),
+            "video": str(video),
+            "resumed_from": str(last) if last else None,
+        }
 
-    def write_rollout_video(self, model, env_fn, reward, path: Path, episodes: int, seed: int,
-                            deterministic: bool = True) -> Path:
+    def write_rollout_video(
+        self, model, env_fn, reward, path: Path, episodes: int, seed: int, deterministic: bool = True
+    ) -> Path:
         """Roll out ``model`` and write an mp4 with the reward curve under the frames."""
-        return rollout_video(lambda obs: model.predict(obs, deterministic=deterministic)[0], env_fn, path, episodes,
-                             seed, reward=reward, fps=self.video_fps)
+        return rollout_video(
+            lambda obs: model.predict(obs, deterministic=deterministic)[0],
+            env_fn,
+            path,
+            episodes,
+            seed,
+            reward=reward,
+            fps=self.video_fps,
+        )
 
-    def rollout(self, checkpoint: Path, env_fn, reward, out: Path, episodes: int, seed: int,
-                deterministic: bool = True, **_) -> Path:
+    def rollout(
+        self, checkpoint: Path, env_fn, reward, out: Path, episodes: int, seed: int, deterministic: bool = True, **_
+    ) -> Path:
         """Load a checkpoint and write its rollout video (``vlmrl rollout``)."""
         model = PPO.load(checkpoint, device=self.device)
         return self.write_rollout_video(model, env_fn, reward, out, episodes, seed, deterministic)

@@ -308,6 +308,7 @@ class TextPPOAgent:
         """
         from sb3_contrib import MaskablePPO
         from stable_baselines3.common.callbacks import CallbackList
+
         rng = rng if rng is not None else np.random.default_rng(0)
         if self.torch_threads:
             torch.set_num_threads(int(self.torch_threads))
@@ -433,5 +434,3 @@ class TextPPOAgent:
             "eval_success_rate": float(np.mean(wins)) if wins else float("nan"),
             "eval_distinct_successes_per_task": float(np.mean(counts)) if counts else 0.0,
         }
-
-

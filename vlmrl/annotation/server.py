@@ -269,7 +269,7 @@ def _make_handler(server: AnnotationServer) -> type[BaseHTTPRequestHandler]:
                 if not isinstance(messages, list):
                     raise TypeError("messages must be a list of strings")
             except (ValueError, KeyError, TypeError) as e:
-                self._reply(400, {"error": f"bad request ({e}): send JSON {{\"messages\": [str, ...]}}"})
+                self._reply(400, {"error": f'bad request ({e}): send JSON {{"messages": [str, ...]}}'})
                 return
             if self.path == "/submit":
                 self._reply(200, server.submit(messages))

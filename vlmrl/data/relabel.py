@@ -253,4 +253,3 @@ def relabel(
         labeler=None if labeler is None else getattr(labeler, "name", type(labeler).__name__),
     )
     return out, report
-

@@ -34,19 +34,45 @@ def textured_humanoid_xml() -> Path:
             asset.remove(mat)
     # A daylight sky and a grass-like checker floor: CLIP recognises "a humanoid robot" far better in a scene
     # that looks like a photo than on the default black checkerboard (VLM-RM's texture ablation: 36% -> 91%).
-    ET.SubElement(asset, "texture", type="skybox", builtin="gradient", rgb1="0.55 0.75 0.95",
-                  rgb2="0.95 0.97 1.0", width="256", height="256")
-    ET.SubElement(asset, "texture", name="texplane", type="2d", builtin="checker", rgb1="0.33 0.52 0.27",
-                  rgb2="0.40 0.60 0.32", width="256", height="256", mark="random", random="0.05",
-                  markrgb="0.30 0.45 0.25")
-    ET.SubElement(asset, "material", name="MatPlane", texture="texplane", texrepeat="8 8", reflectance="0",
-                  shininess="0", specular="0")
+    ET.SubElement(
+        asset,
+        "texture",
+        type="skybox",
+        builtin="gradient",
+        rgb1="0.55 0.75 0.95",
+        rgb2="0.95 0.97 1.0",
+        width="256",
+        height="256",
+    )
+    ET.SubElement(
+        asset,
+        "texture",
+        name="texplane",
+        type="2d",
+        builtin="checker",
+        rgb1="0.33 0.52 0.27",
+        rgb2="0.40 0.60 0.32",
+        width="256",
+        height="256",
+        mark="random",
+        random="0.05",
+        markrgb="0.30 0.45 0.25",
+    )
+    ET.SubElement(
+        asset,
+        "material",
+        name="MatPlane",
+        texture="texplane",
+        texrepeat="8 8",
+        reflectance="0",
+        shininess="0",
+        specular="0",
+    )
     floor = root.find("worldbody/geom[@name='floor']")
     floor.set("rgba", "1 1 1 1")
     torso = root.find("worldbody/body[@name='torso']")
     # Side view tracking the centre of mass, far enough to keep a kneeling or standing body in frame.
-    ET.SubElement(torso, "camera", name=CAMERA, mode="trackcom", pos="0 -3.3 -0.35", xyaxes="1 0 0 0 0.08 1",
-                  fovy="50")
+    ET.SubElement(torso, "camera", name=CAMERA, mode="trackcom", pos="0 -3.3 -0.35", xyaxes="1 0 0 0 0.08 1", fovy="50")
     text = ET.tostring(root, encoding="unicode")
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     out = Path(tempfile.gettempdir()) / "vlmrl" / f"humanoid_textured_{digest}.xml"
@@ -73,8 +99,9 @@ class FrameInfo(gym.Wrapper):
         emit_frames: put a frame in every step's info (turn off when nothing reads frames).
     """
 
-    def __init__(self, env: gym.Env, width: int = 224, height: int = 224, camera: str | None = None,
-                 emit_frames: bool = True):
+    def __init__(
+        self, env: gym.Env, width: int = 224, height: int = 224, camera: str | None = None, emit_frames: bool = True
+    ):
         super().__init__(env)
         if not hasattr(env.unwrapped, "model"):
             raise TypeError(f"FrameInfo needs a MuJoCo env with .model/.data, got {type(env.unwrapped).__name__}")
@@ -145,6 +172,4 @@ def make_humanoid(
     if textured:
         kwargs["xml_file"] = str(textured_humanoid_xml())
     env = gym.make("Humanoid-v5", max_episode_steps=episode_length, **kwargs)
-    return FrameInfo(env, width=width, height=height, camera=CAMERA if textured else "track",
-                     emit_frames=emit_frames)
-
+    return FrameInfo(env, width=width, height=height, camera=CAMERA if textured else "track", emit_frames=emit_frames)

@@ -37,8 +37,15 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     agent = instantiate(run_cfg.agents)
     out = Path(cfg.out) if cfg.out else run_dir / "videos" / f"rollout_{ckpt.stem}.mp4"
     try:
-        video = agent.rollout(checkpoint=ckpt, env_fn=env_fn, reward=reward, out=out, episodes=int(cfg.episodes),
-                              seed=int(cfg.seed), deterministic=bool(cfg.deterministic))
+        video = agent.rollout(
+            checkpoint=ckpt,
+            env_fn=env_fn,
+            reward=reward,
+            out=out,
+            episodes=int(cfg.episodes),
+            seed=int(cfg.seed),
+            deterministic=bool(cfg.deterministic),
+        )
     finally:
         if reward is not None and hasattr(reward, "close"):
             reward.close()

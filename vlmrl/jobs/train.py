@@ -35,8 +35,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     reward = build_reward(cfg, run_dir, rng)
     agent = instantiate(cfg.agents)
     try:
-        result = agent.train(env_fn=env_fn, reward=reward, run_dir=run_dir, rng=rng, resume=bool(cfg.resume),
-                             cfg=cfg)
+        result = agent.train(env_fn=env_fn, reward=reward, run_dir=run_dir, rng=rng, resume=bool(cfg.resume), cfg=cfg)
     finally:
         if reward is not None and hasattr(reward, "close"):
             reward.close()

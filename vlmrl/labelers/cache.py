@@ -98,9 +98,7 @@ class LabelCache:
 
     def put_many(self, items: Iterable[tuple[str, Label, dict | None]]) -> None:
         """Store several labels in one transaction."""
-        rows = [
-            (k, int(lab.value), lab.source, lab.raw, json.dumps(m or {}), time.time()) for k, lab, m in items
-        ]
+        rows = [(k, int(lab.value), lab.source, lab.raw, json.dumps(m or {}), time.time()) for k, lab, m in items]
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?)", rows)

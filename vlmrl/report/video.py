@@ -15,8 +15,9 @@ _DONE_COLOR = (31, 119, 180)
 _TODO_COLOR = (200, 200, 200)
 
 
-def reward_panel(rewards: np.ndarray, t: int, width: int, height: int, episode_starts: Sequence[int] = (),
-                 title: str = "") -> np.ndarray:
+def reward_panel(
+    rewards: np.ndarray, t: int, width: int, height: int, episode_starts: Sequence[int] = (), title: str = ""
+) -> np.ndarray:
     """Draw the reward curve (full run in grey, up to step ``t`` in blue, a dot at ``t``) as ``uint8 (h, w, 3)``."""
     img = Image.new("RGB", (width, height), _CURVE_BG)
     draw = ImageDraw.Draw(img)
@@ -36,15 +37,24 @@ def reward_panel(rewards: np.ndarray, t: int, width: int, height: int, episode_s
     x, y = pts[t]
     draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(214, 39, 40))
     # ~6 px per character in PIL's default font: the longest label that fits the frame's width.
-    labels = (f"{title}  r[{t}]={rewards[t]:.4f}  (min {lo:.3g}, max {hi:.3g})",
-              f"r[{t}]={rewards[t]:.4f} (min {lo:.3g}, max {hi:.3g})", f"r[{t}]={rewards[t]:.3f}")
+    labels = (
+        f"{title}  r[{t}]={rewards[t]:.4f}  (min {lo:.3g}, max {hi:.3g})",
+        f"r[{t}]={rewards[t]:.4f} (min {lo:.3g}, max {hi:.3g})",
+        f"r[{t}]={rewards[t]:.3f}",
+    )
     text = next((s for s in labels if len(s) * 6 <= width - 2 * pad_x), labels[-1])
     draw.text((pad_x, 1), text, fill=(0, 0, 0))
     return np.asarray(img)
 
 
-def write_video(path: str | Path, frames: np.ndarray, rewards: np.ndarray, fps: int = 30, title: str = "",
-                episode_starts: Sequence[int] = ()) -> Path:
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    rewards: np.ndarray,
+    fps: int = 30,
+    title: str = "",
+    episode_starts: Sequence[int] = (),
+) -> Path:
     """Write frames with the reward curve under them to an mp4; returns the path.
 
     Args:
@@ -60,16 +70,18 @@ def write_video(path: str | Path, frames: np.ndarray, rewards: np.ndarray, fps: 
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
     if len(frames) == 0 or len(rewards) != len(frames):
-        raise ValueError(f"need one reward per frame and at least one frame: {len(frames)} frames, "
-                         f"{len(rewards)} rewards")
+        raise ValueError(
+            f"need one reward per frame and at least one frame: {len(frames)} frames, {len(rewards)} rewards"
+        )
     _, h, w, _ = frames.shape
     panel_h = max(48, (h // 3) // 2 * 2)
     out_w, out_h = w + (w % 2), h + panel_h + (h % 2)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
-    with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=7, macro_block_size=1,
-                            ffmpeg_log_level="error", pixelformat="yuv420p") as writer:
+    with imageio.get_writer(
+        tmp, fps=fps, codec="libx264", quality=7, macro_block_size=1, ffmpeg_log_level="error", pixelformat="yuv420p"
+    ) as writer:
         for t, frame in enumerate(frames):
             canvas = np.full((out_h, out_w, 3), 255, dtype=np.uint8)
             canvas[:h, :w] = frame
@@ -79,8 +91,9 @@ def write_video(path: str | Path, frames: np.ndarray, rewards: np.ndarray, fps: 
     return path
 
 
-def record_episodes(policy: Callable[[np.ndarray], np.ndarray], env, episodes: int, seed: int | None = None,
-                    input_key: str = "frame") -> tuple[np.ndarray, list, list[int], list[float]]:
+def record_episodes(
+    policy: Callable[[np.ndarray], np.ndarray], env, episodes: int, seed: int | None = None, input_key: str = "frame"
+) -> tuple[np.ndarray, list, list[int], list[float]]:
     """Run ``episodes`` episodes of ``policy`` in ``env`` and keep every frame.
 
     Returns:

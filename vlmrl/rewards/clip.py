@@ -106,8 +106,10 @@ def load_open_clip(model: str, pretrained: str | None, device: str = "cpu", cach
         tags = open_clip.list_pretrained_tags_by_model(model)
         if spec not in tags:
             raise ValueError(f"{model} has no pretrained tag {spec!r}; tags: {tags or 'none'}, or pass a path")
-        fix = (f"no CLIP weights for {model}/{spec} in the cache and no network: pass "
-               f"labelers.pretrained=/path/to/checkpoint (or run once with network to fill the cache)")
+        fix = (
+            f"no CLIP weights for {model}/{spec} in the cache and no network: pass "
+            f"labelers.pretrained=/path/to/checkpoint (or run once with network to fill the cache)"
+        )
         import huggingface_hub.constants as hf_constants
 
         cached = _cached_file(model, spec, cache_dir)

@@ -51,6 +51,7 @@ def load_config(run_dir: Path) -> DictConfig:
 def latest_checkpoint(run_dir: Path, suffixes: tuple[str, ...] = (".zip", ".pt")) -> Path | None:
     """The ``checkpoints/step_<N><suffix>`` with the largest N (SB3 saves ``.zip``, torch agents ``.pt``)."""
     pattern = re.compile(r"step_(\d+)(" + "|".join(re.escape(s) for s in suffixes) + r")")
-    found = [(int(m.group(1)), p) for p in (Path(run_dir) / "checkpoints").glob("step_*")
-             if (m := pattern.fullmatch(p.name))]
+    found = [
+        (int(m.group(1)), p) for p in (Path(run_dir) / "checkpoints").glob("step_*") if (m := pattern.fullmatch(p.name))
+    ]
     return max(found)[1] if found else None
