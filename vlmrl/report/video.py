@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import imageio.v2 as imageio
 import numpy as np
 from PIL import Image, ImageDraw
+
+from vlmrl.agents.base import VideoRecorder
+from vlmrl.rewards.base import RewardModel
+from vlmrl.rollouts import Policy, iter_episodes, score_in_batches
+from vlmrl.runs import atomic_path
 
 _CURVE_BG = (250, 250, 250)
 _DONE_COLOR = (31, 119, 180)
@@ -78,69 +83,64 @@ def write_video(
     out_w, out_h = w + (w % 2), h + panel_h + (h % 2)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
-    with imageio.get_writer(
-        tmp, fps=fps, codec="libx264", quality=7, macro_block_size=1, ffmpeg_log_level="error", pixelformat="yuv420p"
-    ) as writer:
+    with (
+        atomic_path(path) as tmp,
+        imageio.get_writer(
+            tmp,
+            fps=fps,
+            codec="libx264",
+            quality=7,
+            macro_block_size=1,
+            ffmpeg_log_level="error",
+            pixelformat="yuv420p",
+        ) as writer,
+    ):
         for t, frame in enumerate(frames):
             canvas = np.full((out_h, out_w, 3), 255, dtype=np.uint8)
             canvas[:h, :w] = frame
             canvas[out_h - panel_h :, :w] = reward_panel(rewards, t, w, panel_h, episode_starts, title)
             writer.append_data(canvas)
-    os.replace(tmp, path)
     return path
 
 
-def record_episodes(
-    policy: Callable[[np.ndarray], np.ndarray], env, episodes: int, seed: int | None = None, input_key: str = "frame"
-) -> tuple[np.ndarray, list, list[int], list[float]]:
-    """Run ``episodes`` episodes of ``policy`` in ``env`` and keep every frame.
+class RolloutVideos(VideoRecorder):
+    """Plays a policy in a fresh ``env_fn()`` and writes an mp4 with a reward curve under the frames.
 
-    Returns:
-        frames ``uint8 (T, H, W, 3)`` (from ``env.render()`` after each step), the reward-model inputs
-        ``info[input_key]`` of each step (list of length T), the episode start indices, and the env's own
-        per-step rewards.
+    The curve is ``reward.evaluate`` of each step's ``info[reward.input_key]``, or the env's own reward when
+    ``reward`` is None. Frames are ``env.render()`` after each step (``frames="render"``) or the text envs'
+    ``info["frame"]`` from the reset on (``frames="info"``, the reset frame scored too).
     """
-    frames, inputs, starts, env_rewards = [], [], [], []
-    for ep in range(episodes):
-        obs, info = env.reset(seed=None if seed is None else seed + ep)
-        starts.append(len(frames))
-        done = False
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(policy(obs))
-            frame = env.render()
-            if frame is None:
-                raise ValueError("env.render() returned None: create the env with render_mode='rgb_array'")
-            frames.append(np.asarray(frame))
-            inputs.append(info.get(input_key, frames[-1]))
-            env_rewards.append(float(reward))
-            done = terminated or truncated
-    return np.stack(frames), inputs, starts, env_rewards
 
+    def __init__(self, env_fn: Callable, reward: RewardModel | None = None, fps: int = 30):
+        self.env_fn, self.reward, self.fps = env_fn, reward, int(fps)
 
-def as_batch(items: list):
-    """Frames become one ``(N, H, W, 3)`` array; text stays a list."""
-    if items and isinstance(items[0], np.ndarray):
-        return np.stack(items)
-    return list(items)
-
-
-def rollout_video(policy: Callable[[np.ndarray], np.ndarray], env_fn: Callable, path: str | Path, episodes: int,
-                  seed: int | None, reward=None, fps: int = 30, title: str | None = None) -> Path:  # fmt: skip
-    """Roll ``policy`` out in a fresh ``env_fn()`` and write an mp4 with a reward curve under the frames.
-
-    The curve is ``reward``'s score of each step's ``info[reward.input_key]`` (its ``evaluate`` if it has one),
-    or the env's own reward when ``reward`` is None; ``title`` defaults to naming which.
-    """
-    env = env_fn()
-    try:
-        key = getattr(reward, "input_key", "frame")
-        frames, inputs, starts, env_rewards = record_episodes(policy, env, episodes, seed=seed, input_key=key)
-    finally:
-        env.close()
-    if reward is not None:
-        score = getattr(reward, "evaluate", reward.predict)
-        rewards, default_title = score(as_batch(inputs)), f"{type(reward).__name__} reward"
-    else:
-        rewards, default_title = np.asarray(env_rewards), "env reward"
-    return write_video(path, frames, rewards, fps=fps, title=title or default_title, episode_starts=starts)
+    def record(
+        self,
+        policy: Policy,
+        path: Path,
+        episodes: int,
+        seed: int | None,
+        title: str = "",
+        frames: Literal["render", "info"] = "render",
+        fps: int | None = None,
+        stop: Callable[[dict], bool] | None = None,
+    ) -> Path:
+        """Play ``episodes`` (reset seeds ``seed``, ``seed + 1``, ...) and write them to ``path``."""
+        seeds = [None if seed is None else int(seed) + ep for ep in range(int(episodes))]
+        env = self.env_fn()
+        try:
+            played = list(iter_episodes(env, policy, seeds, frames=frames, stop=stop))
+        finally:
+            env.close()
+        with_reset = frames == "info"
+        starts = np.cumsum([0] + [len(ep.frames) for ep in played[:-1]]).tolist()
+        if self.reward is not None:
+            inputs = [x for ep in played for x in ep.inputs(self.reward.input_key, with_reset=with_reset)]
+            curve, default_title = score_in_batches(self.reward, inputs), f"{type(self.reward).__name__} reward"
+        else:
+            parts = [np.concatenate([[0.0], ep.rewards]) if with_reset else ep.rewards for ep in played]
+            curve, default_title = np.concatenate(parts), "env reward"
+        stacked = np.stack([f for ep in played for f in ep.frames])
+        return write_video(
+            path, stacked, curve, fps=fps or self.fps, title=title or default_title, episode_starts=starts
+        )
