@@ -30,6 +30,7 @@ from vlmrl.envs.cloth import (  # noqa: E402
     make_cloth_spread,
 )
 from vlmrl.envs.manipulation import PushEnv, ScriptedPushPolicy, make_push  # noqa: E402
+from vlmrl.rollouts import play_episode  # noqa: E402
 
 
 def physics_rate(env, steps: int) -> float:
@@ -90,13 +91,9 @@ def expert_table(episodes: int, noises: list[float]) -> dict[str, float]:
             wins, metrics = [], []
             for ep in range(episodes):
                 policy = policy_cls(env, noise=noise, rng=np.random.default_rng(1000 + ep))
-                obs, info = env.reset(seed=1000 + ep)
-                done = False
-                while not done:
-                    obs, _, term, trunc, info = env.step(policy(obs))
-                    done = term or trunc
-                wins.append(info["is_success"])
-                metrics.append(info["gt_metric"])
+                episode = play_episode(env, lambda obs, info, policy=policy: policy(obs), seed=1000 + ep)
+                wins.append(episode.final_info["is_success"])
+                metrics.append(episode.final_info["gt_metric"])
             rate = float(np.mean(wins))
             print(f"{name:<14}{noise:>7.2f}{rate:>10.2f}{np.mean(metrics):>15.4f}{episodes:>10}")
             figures[f"success_{name}_noise{noise:g}"] = rate

@@ -1,10 +1,12 @@
-"""Run folders laid out as docs/CONTRACTS.md says, written by hand: metrics, videos, config, result."""
+"""Run folders laid out as docs/CONTRACTS.md says, written by hand: metrics, videos, config, result, labels."""
 
 import json
 from pathlib import Path
 
 import imageio.v2 as iio
 import numpy as np
+
+from vlmrl.runs import LabelStats, RunFolder
 
 STEPS = [256 * (i + 1) for i in range(8)]  # 256 ... 2048
 
@@ -58,17 +60,20 @@ def make_run(
     tiny_video(run / "videos" / "final.mp4", (150, 60, 40))
     (run / "result.json").write_text(json.dumps({"total_timesteps": 2048, "final_ep_env_return_mean": 120.0}))
     if preference:
-        stats = {
-            "labels_spent": 30,
-            "labels_total": 40,
-            "cache_hits": 10,
-            "cache_misses": 30,
-            "cost_usd": 0.12,
-            "labelers": {
-                "vlm:gpt-4o": {"labels": 20, "valid": 20, "correct": 17},
-                "teacher": {"labels": 20, "valid": 18, "correct": 18, "accuracy": 1.0},
-            },
-        }
-        (run / "labels").mkdir()
-        (run / "labels" / "stats.json").write_text(json.dumps(stats))
+        RunFolder(run).write_label_stats(
+            LabelStats(
+                labeler="vlm:gpt-4o",
+                queries=40,
+                paid=30,
+                cache_hits=10,
+                valid=36,
+                judged=32,
+                correct=30,
+                budget=100,
+                extra={
+                    "cost_usd": 0.12,
+                    "history": [{"step": 512, "train_loss": 0.6}, {"step": 1024, "train_loss": 0.4}],
+                },
+            )
+        )
     return run

@@ -100,7 +100,7 @@ def test_text_reward_and_policy(tmp_path):
         np.random.default_rng(2),
         episodes=2,
         max_steps=8,
-        policy=lambda obs: np.array([0.5], np.float32),
+        policy=lambda obs, info: np.array([0.5], np.float32),
         top_k=2,
     )
     # Always stepping +0.5: positions 0.5 ... 4.0, read back exactly from the messages.

@@ -6,7 +6,8 @@ import shutil
 import pytest
 from run_folders import make_run
 
-from vlmrl.report.run_report import read_metrics, resolve_run_dir, write_report
+from vlmrl.report.run_report import write_report
+from vlmrl.runs import LabelStats, RunFolder
 
 
 def test_report_is_one_self_contained_page(run_dir):
@@ -39,16 +40,29 @@ def test_anti_correlated_rewards_are_called_out(tmp_path):
     assert "opposite directions" in text and "Spearman -1.00" in text
 
 
+def _label_section(text: str) -> str:
+    section = text[text.index('<section id="labels">') :]
+    return section[: section.index("</section>")]
+
+
+def _row(name: str, value: str) -> str:
+    return f'<tr><th>{name}</th><td class="num">{value}</td></tr>'
+
+
 def test_preference_run_shows_labels_accuracy_cache_and_cost(preference_run_dir):
     text = write_report(preference_run_dir).read_text()
     assert '<section id="labels">' in text
-    section = text[text.index('<section id="labels">') :]
-    section = section[: section.index("</section>")]
-    assert "cache hit rate" in section and ">0.25<" in section  # 10 / (10 + 30)
-    assert ">0.12<" in section  # cost
-    assert ">0.85<" in section  # vlm accuracy = 17 correct of 20 valid
-    assert "Label accuracy vs ground-truth preferences" not in section or "<svg" in section
-    assert section.count("<svg") >= 2  # accuracy bars + labelling over training (label_accuracy, labels_total)
+    section = _label_section(text)
+    assert "vlm:gpt-4o" in section
+    assert _row("queries", "40") in section and _row("paid (answers not served from the cache)", "30") in section
+    assert _row("cache hit rate", "0.25") in section  # 10 of 40 queries
+    assert _row("accuracy vs ground truth", "0.9375") in section  # 30 correct of 32 judged
+    assert _row("budget", "100") in section
+    assert _row("cost_usd", "0.12") in section  # the labeler's extra, as it is
+    assert "<summary>history</summary>" in section and "train_loss" in section
+    assert "older version" not in section
+    # Label numbers logged per rollout are plotted with the other metrics.
+    assert "label_accuracy" in text[text.index('<section id="metrics">') :]
 
 
 def test_large_videos_are_linked_relative_and_survive_copying_the_folder(run_dir, tmp_path):
@@ -70,7 +84,7 @@ def test_max_videos_keeps_final_and_spreads_the_rest(tmp_path):
 def test_parent_folder_resolves_to_newest_run(tmp_path):
     make_run(tmp_path, stamp="20261130-010000")
     newest = make_run(tmp_path, stamp="20261130-020000")
-    assert resolve_run_dir(tmp_path / "humanoid_kneel") == newest
+    assert RunFolder.open(tmp_path / "humanoid_kneel").path == newest
     assert write_report(tmp_path / "humanoid_kneel") == newest / "report.html"
 
 
@@ -91,12 +105,12 @@ def test_missing_folder_names_the_fix(tmp_path):
 
 
 def test_read_metrics_counts_cut_lines(run_dir):
-    records, bad = read_metrics(run_dir / "metrics.jsonl")
+    records, bad = RunFolder(run_dir).read_metrics()
     assert len(records) == 8 and bad == 1
     assert records[-1]["step"] == 2048
 
 
-def test_annotation_server_stats_are_flattened_and_examples_listed(run_dir):
+def test_old_format_stats_are_shown_as_they_are(run_dir):
     import json
 
     (run_dir / "labels").mkdir()
@@ -110,46 +124,25 @@ def test_annotation_server_stats_are_flattened_and_examples_listed(run_dir):
             }
         )
     )
-    text = write_report(run_dir).read_text()
-    section = text[text.index('<section id="labels">') :]
-    section = section[: section.index("</section>")]
-    assert "cache hit rate" in section and ">0.4<" in section and "server.queue" in section
-    assert "labels_known" in section and "You find a hidden passage." in section
+    section = _label_section(write_report(run_dir).read_text())
+    assert "older version" in section  # none of the typed counts: say so rather than guess
+    assert _row("labels_known", "12") in section
+    assert "<summary>server</summary>" in section and "cache_hit_rate" in section
+    assert "<summary>examples</summary>" in section and "You find a hidden passage." in section
 
 
-def test_online_preference_stats_schema(run_dir):
-    import json
+def test_label_stats_without_ground_truth_or_budget(run_dir):
+    stats = LabelStats(labeler="llm:SmolLM2-135M", queries=50, paid=44, cache_hits=6, valid=40, pending=3)
+    RunFolder(run_dir).write_label_stats(stats)
+    section = _label_section(write_report(run_dir).read_text())
+    assert "llm:SmolLM2-135M" in section and _row("pending", "3") in section
+    assert "no label could be judged against a ground truth" in section
+    assert '<tr><th>budget</th><td class="">none</td></tr>' in section
+    assert "detail (extra)" not in section
 
+
+def test_unreadable_label_stats_do_not_fail_the_report(run_dir):
     (run_dir / "labels").mkdir()
-    (run_dir / "labels" / "stats.json").write_text(
-        json.dumps(
-            {
-                "labelers": {
-                    "vlm:stub": {
-                        "queries": 40,
-                        "valid": 36,
-                        "correct": 30,
-                        "judged": 32,
-                        "cached": 8,
-                        "label_acc": None,
-                        "endpoint": {"api_calls": 25, "cache_hits": 8},
-                    }
-                },
-                "dataset_pairs": 36,
-                "updates": 2,
-                "history": [
-                    {"step": 512, "update": 1, "label_acc": 0.8, "train_loss": 0.6},
-                    {"step": 1024, "update": 2, "label_acc": 0.9, "train_loss": 0.4},
-                ],
-            }
-        )
-    )
-    text = write_report(run_dir).read_text()
-    section = text[text.index('<section id="labels">') :]
-    section = section[: section.index("</section>")]
-    assert ">0.9375<" in section  # accuracy = 30 correct of 32 judged
-    assert ">0.2<" in section  # cache hit rate = 8 of 40 labels
-    assert 'labels spent (not served from the cache)</th><td class="num">25<' in section
-    assert "not recorded" in section  # no cost in these stats
-    assert "Per reward-model update" in section and section.count("<svg") >= 2
-    assert "dataset_pairs" in section and '"history"' not in section
+    (run_dir / "labels" / "stats.json").write_text('{"queries": 4, "pai')
+    section = _label_section(write_report(run_dir).read_text())
+    assert "labels/stats.json is unreadable" in section

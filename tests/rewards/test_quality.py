@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from vlmrl.report import reward_quality as rq
+from vlmrl.rewards import quality as rq
 
 # Toy reward: the model swaps the order of the middle two transitions.
 MODEL = np.array([1.0, 2.0, 3.0, 4.0])

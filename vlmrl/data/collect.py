@@ -20,6 +20,8 @@ import numpy as np
 
 from vlmrl.data.dataset import OfflineDataset
 from vlmrl.data.storage import load_dataset, save_dataset
+from vlmrl.rollouts import play_episode
+from vlmrl.runs import write_json
 
 POLICIES = ("expert", "random", "checkpoint")
 
@@ -113,32 +115,30 @@ class _Actor:
 
 
 def run_episode(env: gym.Env, actor: _Actor, seed: int, keep_frames: bool) -> dict[str, np.ndarray]:
-    """Roll out one episode; transition ``t`` is ``(o_t, a_t, r_t, o_{t+1})`` and its frame shows ``o_{t+1}``."""
-    obs, _ = env.reset(seed=seed)
-    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts")}
-    frames, metric, success = [], [], []
-    done = False
-    while not done:
-        action = actor.act(obs)
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        rows["observations"].append(np.asarray(obs, np.float32))
-        rows["actions"].append(action)
-        rows["rewards"].append(float(info.get("env_reward", reward)))
-        rows["terminals"].append(bool(terminated))
-        rows["timeouts"].append(bool(truncated) and not terminated)
-        if keep_frames:
-            if "frame" not in info:
-                raise KeyError(
-                    "the env's info has no 'frame': build it with render_mode='rgb_array' or collect.frames=false"
-                )
-            frames.append(np.asarray(info["frame"], np.uint8))
-        metric.append(float(info.get("gt_metric", np.nan)))
-        success.append(float(info.get("is_success", np.nan)))
-        obs, done = next_obs, terminated or truncated
-    out = {k: np.asarray(v) for k, v in rows.items()}
+    """Play one episode and lay it out as dataset arrays.
+
+    Transition ``t`` is ``(o_t, a_t, r_t, o_{t+1})``; its reward is the env's own (``info["env_reward"]`` where
+    a wrapper replaced it) and its frame, ``info["frame"]`` of step ``t``, shows ``o_{t+1}``.
+    """
+    episode = play_episode(env, lambda obs, info: actor.act(obs), seed=seed)
+    terminals, timeouts = np.zeros(len(episode), bool), np.zeros(len(episode), bool)
+    terminals[-1] = episode.terminated
+    timeouts[-1] = episode.truncated and not episode.terminated
+    out = {
+        "observations": np.asarray([np.asarray(o, np.float32) for o in episode.observations[:-1]]),
+        "actions": np.asarray(episode.actions),
+        "rewards": episode.env_rewards,
+        "terminals": terminals,
+        "timeouts": timeouts,
+    }
     if keep_frames:
-        out["frames"] = np.stack(frames)
-    out["gt_metric"], out["is_success"] = np.asarray(metric, np.float32), np.asarray(success, np.float32)
+        if any("frame" not in info for info in episode.infos):
+            raise KeyError(
+                "the env's info has no 'frame': build it with render_mode='rgb_array' or collect.frames=false"
+            )
+        out["frames"] = np.stack([np.asarray(info["frame"], np.uint8) for info in episode.infos])
+    out["gt_metric"] = np.asarray([float(i.get("gt_metric", np.nan)) for i in episode.infos], np.float32)
+    out["is_success"] = np.asarray([float(i.get("is_success", np.nan)) for i in episode.infos], np.float32)
     return out
 
 
@@ -180,7 +180,7 @@ def collect(
         spec_file = parts_dir / "spec.json"
         if spec_file.exists() and json.loads(spec_file.read_text()) != spec:
             raise ValueError(f"{parts_dir} holds parts of a different collection; delete it or change collect.out")
-        spec_file.write_text(json.dumps(spec))
+        write_json(spec_file, spec, indent=None)
     meta = {"source": "collect", "mixture": spec["mixture"], **dict(metadata or {})}
     parts: list[OfflineDataset] = []
     env = env_fn()

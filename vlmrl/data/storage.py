@@ -14,36 +14,27 @@ everything and raise one :class:`~vlmrl.data.dataset.DatasetError` naming the fi
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from vlmrl.data.dataset import REQUIRED_KEYS, DatasetError, OfflineDataset
+from vlmrl.runs import atomic_path
 
 FORMAT = "vlmrl-offline/1"
 _OPTIONAL_KEYS = ("frames",)
-
-
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def save_dataset(dataset: OfflineDataset, path: str | Path, compression: str | None = "gzip") -> Path:
     """Write ``dataset`` to ``path`` (``.h5``/``.hdf5`` or ``.npz``) atomically; returns the path."""
     path = Path(path)
     kind = _kind(path)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         if kind == "hdf5":
             _write_hdf5(dataset, tmp, compression)
         else:
             _write_npz(dataset, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

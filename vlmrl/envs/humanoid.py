@@ -7,7 +7,6 @@ dynamics stay exactly those of Humanoid-v5.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,6 +16,7 @@ import gymnasium.envs.mujoco
 import numpy as np
 
 from vlmrl.envs.rendering import FastRenderer
+from vlmrl.runs import write_text
 
 CAMERA = "vlmrl_side"
 
@@ -77,10 +77,7 @@ def textured_humanoid_xml() -> Path:
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     out = Path(tempfile.gettempdir()) / "vlmrl" / f"humanoid_textured_{digest}.xml"
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        write_text(out, text)
     return out
 
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlmrl.data.collect import collect, remove_parts
 from vlmrl.data.storage import save_dataset
+from vlmrl.runs import write_json
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:
@@ -56,6 +57,6 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         if "is_success" in dataset.infos:
             row["success"] = float(dataset.infos["is_success"][mine].mean())
         summary[f"behaviour_{k}"] = row
-    out.with_name(out.stem + ".summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out.with_name(out.stem + ".summary.json"), summary)
     print(json.dumps(summary, indent=2))
     return summary

@@ -22,20 +22,29 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from vlmrl.rewards.base import RewardModel
+from vlmrl.rollouts import Policy
+from vlmrl.runs import RunFolder
 
-def _policy(cfg: DictConfig):
-    """(policy callable or None, checkpoint path or None) from ``cfg.policy``."""
+
+def _policy(cfg: DictConfig) -> tuple[Policy | None, RunFolder | None, Path | None]:
+    """(``policy(obs, info) -> action`` or None for random actions, its run folder, its checkpoint) from
+    ``cfg.policy``: a checkpoint file, or a run folder for its newest checkpoint.
+    """  # noqa: D205
     spec = str(cfg.policy)
     if spec in ("random", "", "None"):
-        return None, None
+        return None, None, None
     from stable_baselines3 import PPO
 
-    from vlmrl.jobs.rollout import find_checkpoint
+    from vlmrl.jobs.rollout import find_run
 
-    ckpt, _ = find_checkpoint(spec)
+    run, ckpt = find_run(spec)
+    ckpt = ckpt or run.latest_checkpoint()
+    if ckpt is None:
+        raise FileNotFoundError(f"{run.path} has no checkpoints/step_*.zip or step_*.pt")
     model = PPO.load(ckpt, device=cfg.device)
     deterministic = bool(cfg.get("deterministic", True))
-    return (lambda obs: model.predict(obs, deterministic=deterministic)[0]), ckpt
+    return (lambda obs, info: model.predict(obs, deterministic=deterministic)[0]), run, ckpt
 
 
 def _setup(cfg: DictConfig, ckpt: Path | None) -> dict[str, Any]:
@@ -72,9 +81,10 @@ def _variant_cfg(cfg: DictConfig, variant: dict) -> DictConfig:
     return vcfg
 
 
-def _load_reward_state(cfg: DictConfig, reward, ckpt: Path | None) -> None:
-    state = Path(cfg.reward_state) if cfg.get("reward_state") else (ckpt.with_suffix("") if ckpt else None)
-    if state is not None and hasattr(reward, "load_state"):
+def _load_reward_state(cfg: DictConfig, reward: RewardModel, run: RunFolder | None, ckpt: Path | None) -> None:
+    """A trained reward's state: ``cfg.reward_state``, else the one saved beside the policy's checkpoint."""
+    state = Path(cfg.reward_state) if cfg.get("reward_state") else (run.state_dir(ckpt) if ckpt else None)
+    if state is not None:
         if state.is_dir():
             reward.load_state(state)
         elif cfg.get("reward_state"):
@@ -91,14 +101,13 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("out")
         else (Path(cfg.runs_root) / "reward_eval" / str(cfg.name) / time.strftime("%Y%m%d-%H%M%S"))
     )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    RunFolder(out).save_config(cfg)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     if not cfg.get("envs"):
         raise ValueError("no env configured; choose one with envs=<name> (e.g. envs=humanoid)")
     env_fn = instantiate(cfg.envs, _partial_=True)
-    policy, ckpt = _policy(cfg)
+    policy, policy_run, ckpt = _policy(cfg)
     variants = [
         OmegaConf.to_container(v, resolve=True) if not isinstance(v, dict) else v for v in (cfg.get("variants") or [])
     ]
@@ -119,15 +128,15 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     for i, variant in enumerate(variants or [{}]):
         vcfg = _variant_cfg(cfg, variant) if variants else cfg
         vout = out / f"variant_{i}" if variants else out
-        reward = build_reward(vcfg, vout, rng)
+        reward = build_reward(vcfg, RunFolder(vout), rng)
         if reward is None:
             raise ValueError(
                 "labelers= builds no reward model, so there is nothing to evaluate; "
                 "choose a reward source, e.g. labelers=clip"
             )
         try:
-            _load_reward_state(cfg, reward, ckpt)
-            key = getattr(reward, "input_key", "frame")
+            _load_reward_state(cfg, reward, policy_run, ckpt)
+            key = reward.input_key
             if variants and rollouts is None:  # collect once, score every variant on the same transitions
                 rollouts = collect_rollouts(env_fn, policy, int(cfg.episodes), int(cfg.max_steps), key, rng, truth_key)
             name = _variant_name(variant)
@@ -142,8 +151,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
                 **common,
             )
         finally:
-            if hasattr(reward, "close"):
-                reward.close()
+            reward.close()
     keys = ("spearman", "kendall", "pearson", "epic", "episode_spearman", "transitions", "html", "extremes_png")
     if not variants:
         (result,) = results.values()

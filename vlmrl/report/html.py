@@ -11,10 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1180px;
@@ -128,17 +125,3 @@ def video(src: str, caption: str) -> str:
         f'src="{esc(src)}">'
         f"</video><figcaption>{esc(caption)}</figcaption></figure>"
     )
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write text to ``path`` via a temporary file and rename, so readers never see half a page."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

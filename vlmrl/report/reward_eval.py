@@ -8,13 +8,12 @@ scores highest and lowest side by side.
 EPIC here compares next-state rewards on the visited transitions: the model reads only the observation
 after each step, and the env's reward is known only on the transitions that happened, so it is treated as
 a function of the state it led to. With ``D_S`` the visited states the canonicalization is exact for such
-rewards (see :mod:`vlmrl.report.reward_quality`). Outputs in ``out``: ``reward_eval.json`` (numbers),
+rewards (see :mod:`vlmrl.rewards.quality`). Outputs in ``out``: ``reward_eval.json`` (numbers),
 ``scores.npz`` (every score), ``extremes.png`` and ``reward_eval.html``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +24,10 @@ import numpy as np
 
 from vlmrl.report import html as H
 from vlmrl.report import plots
-from vlmrl.report.reward_quality import extreme_indices, reward_agreement
 from vlmrl.rewards.base import RewardModel
+from vlmrl.rewards.quality import extreme_indices, reward_agreement
+from vlmrl.rollouts import Episode, Policy, iter_episodes, score_in_batches
+from vlmrl.runs import atomic_path, write_bytes, write_json, write_text
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Rollouts:
 
 def collect_rollouts(
     env_fn: Callable[[], Any],
-    policy: Callable[[Any], Any] | None,
+    policy: Policy | None,
     episodes: int,
     max_steps: int,
     input_key: str,
@@ -59,7 +60,7 @@ def collect_rollouts(
 
     Args:
         env_fn: builds the env; every step's ``info`` must carry ``input_key``.
-        policy: maps an observation to an action; ``None`` samples uniformly random actions.
+        policy: ``policy(obs, info) -> action``; ``None`` samples uniformly random actions.
         episodes: number of episodes.
         max_steps: cap on steps per episode (the env's own time limit may end it first).
         input_key: what the reward model reads from ``info`` (``"frame"`` or ``"message"``).
@@ -73,48 +74,39 @@ def collect_rollouts(
     inputs, rewards, ep_ids, steps = [], [], [], []
     try:
         env.action_space.seed(int(rng.integers(2**31 - 1)))
-        for ep in range(episodes):
-            obs, _ = env.reset(seed=int(rng.integers(2**31 - 1)))
-            for t in range(max_steps):
-                action = env.action_space.sample() if policy is None else policy(obs)
-                obs, reward, terminated, truncated, info = env.step(action)
-                if input_key not in info:
-                    raise ValueError(
-                        f"the env's info has no {input_key!r} but the reward model reads it; "
-                        "choose an env that "
-                        f"emits it (e.g. envs=humanoid for frames, envs=nethack for messages)"
-                    )
-                inputs.append(info[input_key])
-                if truth_key == "env_reward":
-                    rewards.append(float(info.get("env_reward", reward)))
-                elif truth_key in info:
-                    rewards.append(float(info[truth_key]))
-                else:
-                    raise ValueError(
-                        f"the env's info has no ground truth {truth_key!r}; pass truth_key=env_reward "
-                        f"or one of: {', '.join(sorted(k for k in info if k != input_key))}"
-                    )
-                ep_ids.append(ep)
-                steps.append(t)
-                if terminated or truncated:
-                    break
+        act = policy if policy is not None else (lambda obs, info: env.action_space.sample())
+        seeds = (int(rng.integers(2**31 - 1)) for _ in range(episodes))  # drawn lazily, one per reset
+        for ep, episode in enumerate(iter_episodes(env, act, seeds, max_steps=max_steps)):
+            inputs += _model_inputs(episode, input_key)
+            rewards += _ground_truth(episode, truth_key, input_key)
+            ep_ids += [ep] * len(episode)
+            steps += range(len(episode))
     finally:
         env.close()
     return Rollouts(inputs, np.asarray(rewards), np.asarray(ep_ids, np.int64), np.asarray(steps, np.int64))
 
 
-def score(reward: RewardModel, inputs: list, batch_size: int) -> np.ndarray:
-    """Model reward of every input, in batches; uses ``evaluate`` (side-effect free) when the model has it."""
-    fn = getattr(reward, "evaluate", None) or reward.predict
-    out = []
-    for i in range(0, len(inputs), batch_size):
-        chunk = inputs[i : i + batch_size]
-        batch = np.stack(chunk) if isinstance(chunk[0], np.ndarray) else list(chunk)
-        r = np.asarray(fn(batch), dtype=np.float64).reshape(-1)
-        if r.size != len(chunk):
-            raise ValueError(f"{type(reward).__name__} returned {r.size} rewards for a batch of {len(chunk)}")
-        out.append(r)
-    return np.concatenate(out)
+def _model_inputs(episode: Episode, input_key: str) -> list:
+    """``info[input_key]`` after every step, or an error naming envs that emit it."""
+    if any(input_key not in info for info in episode.infos):
+        raise ValueError(
+            f"the env's info has no {input_key!r} but the reward model reads it; choose an env that "
+            f"emits it (e.g. envs=humanoid for frames, envs=nethack for messages)"
+        )
+    return episode.inputs(input_key)
+
+
+def _ground_truth(episode: Episode, truth_key: str, input_key: str) -> list[float]:
+    """The ground truth of every step: the env's own reward, or ``info[truth_key]``."""
+    if truth_key == "env_reward":
+        return [float(info.get("env_reward", r)) for info, r in zip(episode.infos, episode.rewards, strict=True)]
+    missing = next((info for info in episode.infos if truth_key not in info), None)
+    if missing is not None:
+        raise ValueError(
+            f"the env's info has no ground truth {truth_key!r}; pass truth_key=env_reward "
+            f"or one of: {', '.join(sorted(k for k in missing if k != input_key))}"
+        )
+    return [float(info[truth_key]) for info in episode.infos]
 
 
 def evaluate_reward(
@@ -122,7 +114,7 @@ def evaluate_reward(
     reward: RewardModel,
     out: str | Path,
     rng: np.random.Generator,
-    policy: Callable[[Any], Any] | None = None,
+    policy: Policy | None = None,
     episodes: int = 4,
     max_steps: int = 100,
     top_k: int = 6,
@@ -142,26 +134,23 @@ def evaluate_reward(
     ``top_k``.
 
     Returns:
-        The agreement numbers (see :func:`~vlmrl.report.reward_quality.reward_agreement`), timings and the
+        The agreement numbers (see :func:`~vlmrl.rewards.quality.reward_agreement`), timings and the
         paths written.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    key = getattr(reward, "input_key", "frame")
+    key = reward.input_key
     t0 = time.perf_counter()
     roll = (
         rollouts if rollouts is not None else collect_rollouts(env_fn, policy, episodes, max_steps, key, rng, truth_key)
     )
     t1 = time.perf_counter()
-    model = score(reward, roll.inputs, batch_size)
+    model = score_in_batches(reward, roll.inputs, batch_size).astype(np.float64)
     t2 = time.perf_counter()
-    np.savez_compressed(
-        out / "scores.npz",
-        model_reward=model,
-        ground_truth=roll.env_rewards,
-        episode=roll.episode_ids,
-        step=roll.steps,
-    )
+    with atomic_path(out / "scores.npz") as tmp:
+        np.savez_compressed(
+            tmp, model_reward=model, ground_truth=roll.env_rewards, episode=roll.episode_ids, step=roll.steps
+        )
     numbers = reward_agreement(model, roll.env_rewards, roll.episode_ids)
     top, bottom = extreme_indices(model, top_k, roll.episode_ids, max_per_episode)
     png = plots.extremes_png(
@@ -174,7 +163,7 @@ def evaluate_reward(
         + (f", at most {max_per_episode} per episode" if max_per_episode else ""),
         where=[f"episode {e}, step {t}" for e, t in zip(roll.episode_ids, roll.steps, strict=True)],
     )
-    (out / "extremes.png").write_bytes(png)
+    write_bytes(out / "extremes.png", png)
     result: dict[str, Any] = {
         **numbers,
         "model_reward_mean": float(model.mean()),
@@ -212,9 +201,9 @@ def evaluate_reward(
         ],
     }
     page = _page(result, model, roll, png, top, bottom, title)
-    result["html"] = str(H.write_atomic(out / "reward_eval.html", page))
+    result["html"] = str(write_text(out / "reward_eval.html", page))
     result["extremes_png"] = str(out / "extremes.png")
-    (out / "reward_eval.json").write_text(json.dumps(result, indent=2, default=str))
+    write_json(out / "reward_eval.json", result)
     return result
 
 
@@ -325,9 +314,7 @@ def write_comparison(results: dict[str, dict[str, Any]], out: str | Path, title:
     names = sorted(results, key=lambda n: -np.nan_to_num(results[n]["spearman"], nan=-2.0))
     cols = ("spearman", "kendall", "pearson", "epic", "episode_spearman", "model_reward_std")
     rows = [[n, *(results[n].get(c, "") for c in cols)] for n in names]
-    (out / "comparison.json").write_text(
-        json.dumps({n: {c: results[n].get(c) for c in (*cols, "html")} for n in names}, indent=2, default=str)
-    )
+    write_json(out / "comparison.json", {n: {c: results[n].get(c) for c in (*cols, "html")} for n in names})
     links = "".join(
         f'<li><a href="{H.esc(Path(results[n]["html"]).relative_to(out).as_posix())}">{H.esc(n)}</a></li>'
         for n in names
@@ -357,4 +344,4 @@ def write_comparison(results: dict[str, dict[str, Any]], out: str | Path, title:
         ),
         H.section("details", "Per-setting pages (extremes, scatter)", f"<ul>{links}</ul>"),
     ]
-    return H.write_atomic(out / "comparison.html", H.page(f"vlmrl reward comparison: {title}", "\n".join(body)))
+    return write_text(out / "comparison.html", H.page(f"vlmrl reward comparison: {title}", "\n".join(body)))

@@ -1,25 +1,17 @@
 """The HTML run report: one static page per run folder that a reader understands without the logs.
 
-``write_report(run_dir)`` reads the run folder (layout in docs/CONTRACTS.md) and writes
-``<run_dir>/report.html`` with: a plain-language summary, the learning curves (ground-truth and model
-reward together), the rollout videos, for preference runs the labelling statistics, every other logged
-metric, the final result and the resolved config.
+``write_report(run_dir)`` reads the run folder through :class:`~vlmrl.runs.RunFolder` (layout in
+docs/CONTRACTS.md) and writes ``<run_dir>/report.html`` with: a plain-language summary, the learning curves
+(ground-truth and model reward together), the rollout videos, for labelled runs the label statistics, every
+other logged metric, the final result and the resolved config.
 
 Videos are embedded as ``data:`` URIs up to ``embed_video_mb`` in total, so the page alone survives being
 copied, mailed or attached to an issue; past the budget they are referenced by a path relative to the page,
 which survives copying the whole run folder.
 
-Preference runs write ``<run_dir>/labels/stats.json``; the report reads these keys when present::
-
-    {"labels_spent": int,          # answers paid for (endpoint calls)
-     "labels_total": int,          # labels used, paid + served from the cache
-     "cache_hits": int, "cache_misses": int,   # or "cache_hit_rate": float
-     "cost_usd": float, "budget": int,
-     "labelers": {"<name>": {"labels": int, "valid": int, "correct": int, "accuracy": float,
-                             "cache_hits": int, "cost_usd": float}}}
-
-``accuracy`` is label accuracy against ground-truth preferences (computed as correct / valid if absent).
-Any other keys are shown as they are.
+Labelled runs write ``<run_dir>/labels/stats.json``, a :class:`~vlmrl.runs.LabelStats` record: its typed
+counts (queries, paid, cache hits, valid, judged, correct, accuracy, failures, budget, pending) are shown in a
+table and its ``extra`` as it is.
 """
 
 from __future__ import annotations
@@ -35,17 +27,8 @@ import numpy as np
 
 from vlmrl.report import html as H
 from vlmrl.report import plots
+from vlmrl.runs import CONTRACT_KEYS, LabelStats, RunFolder, write_text
 
-CONTRACT_KEYS = (
-    "step",
-    "time",
-    "env_reward_mean",
-    "model_reward_mean",
-    "ep_env_return_mean",
-    "ep_model_return_mean",
-    "episodes",
-)
-LABEL_KEY_PATTERN = re.compile(r"label|acc|cache|cost|quer|budget|pref", re.IGNORECASE)
 AGENT_KEYS = (
     "_target_",
     "total_timesteps",
@@ -60,55 +43,21 @@ AGENT_KEYS = (
 _STEP_VIDEO = re.compile(r"step_(\d+)\.mp4$")
 
 
-def resolve_run_dir(run_dir: str | os.PathLike) -> Path:
-    """The run folder itself, or the newest run inside ``runs/<name>/`` when given the parent.
-
-    Raises:
-        FileNotFoundError: when the folder does not exist or holds no run.
-    """
-    p = Path(run_dir).expanduser()
-    if not p.is_dir():
-        raise FileNotFoundError(f"run folder {p} does not exist; pass run_dir=runs/<name>/<timestamp>")
-    markers = ("config.yaml", "metrics.jsonl", "result.json", "videos")
-    if any((p / m).exists() for m in markers):
-        return p
-    children = sorted(c for c in p.iterdir() if c.is_dir() and any((c / m).exists() for m in markers))
-    if not children:
-        raise FileNotFoundError(
-            f"{p} holds no run (no config.yaml or metrics.jsonl in it or its subfolders); "
-            "pass run_dir=runs/<name>/<timestamp>"
-        )
-    return children[-1]
-
-
-def read_metrics(path: Path) -> tuple[list[dict], int]:
-    """Records of a metrics.jsonl and the number of unreadable lines (e.g. one cut by a crash)."""
-    records, bad = [], 0
-    if not path.exists():
-        return records, bad
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
-        else:
-            bad += 1
-    return records, bad
-
-
-def _read_json(path: Path) -> dict | None:
-    if not path.exists():
-        return None
+def _read_result(run: RunFolder) -> dict | None:
+    """``result.json``; a file that does not parse is reported, not raised."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        result = run.read_result()
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return {"unreadable": f"{path.name}: {e}"}
-    return data if isinstance(data, dict) else {"value": data}
+        return {"unreadable": f"result.json: {e}"}
+    return result if isinstance(result, dict) or result is None else {"value": result}
+
+
+def _read_label_stats(run: RunFolder) -> LabelStats | str | None:
+    """The run's label statistics, None without a ``labels/stats.json``, or why the file is unreadable."""
+    try:
+        return run.read_label_stats()
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as e:
+        return f"labels/stats.json is unreadable ({e})"
 
 
 def _num(rec: dict, key: str) -> float | None:
@@ -206,7 +155,7 @@ def _summary(records: list[dict], result: dict | None, bad_lines: int, cfg: dict
         if a is not None and b is not None
     ]
     if len(paired) >= 3:
-        from vlmrl.report.reward_quality import rank_correlations
+        from vlmrl.rewards.quality import rank_correlations
 
         rho = rank_correlations(*np.asarray(paired).T[::-1])["spearman"]
         if math.isfinite(rho):
@@ -307,170 +256,48 @@ def _videos_section(run_dir: Path, out_dir: Path, max_videos: int, embed_video_m
     return f'<div class="videos">{"".join(parts)}</div><p class="caption">{H.esc(cap)}</p>'
 
 
-def _first(d: dict, *keys: str):
-    """The first of ``keys`` that ``d`` has with a non-None value."""
-    for k in keys:
-        if d.get(k) is not None:
-            return d[k]
-    return None
-
-
-def _labeler_rows(labelers) -> list[dict]:
-    """One normalized dict per labeler, whichever of the accepted spellings the stats use."""
-    if isinstance(labelers, list):
-        labelers = {str(d.get("name", i)): d for i, d in enumerate(labelers) if isinstance(d, dict)}
-    rows = []
-    for name, d in (labelers or {}).items():
-        if not isinstance(d, dict):
-            continue
-        endpoint = d.get("endpoint") if isinstance(d.get("endpoint"), dict) else {}
-        labels = _first(d, "labels", "queries")
-        valid, correct = d.get("valid"), d.get("correct")
-        acc = _first(d, "accuracy", "label_acc")
-        denominator = _first(d, "judged", "valid")
-        if acc is None and correct is not None and denominator:
-            acc = correct / denominator
-        hits = _first(d, "cache_hits", "cached")
-        if hits is None:
-            hits = endpoint.get("cache_hits")
-        paid = _first(d, "paid", "api_calls")
-        if paid is None:
-            paid = endpoint.get("api_calls")
-        rows.append(
-            {
-                "name": name,
-                "labels": labels,
-                "valid": valid,
-                "correct": correct,
-                "accuracy": acc,
-                "cache_hits": hits,
-                "paid": paid,
-                "cost_usd": d.get("cost_usd"),
-            }
-        )
-    return rows
-
-
-def _sum(rows: list[dict], key: str) -> float | None:
-    vals = [r[key] for r in rows if isinstance(r[key], int | float)]
-    return sum(vals) if vals else None
-
-
-def _label_section(stats: dict, records: list[dict]) -> str:
-    """Labels spent, accuracy against the ground truth per labeler, cache hit rate and cost."""
+def _label_section(stats: LabelStats | str) -> str:
+    """The typed label counts (what was paid, what the cache saved, agreement with the ground truth), then
+    the labeler's own ``extra`` detail as it is.
+    """  # noqa: D205
+    if isinstance(stats, str):
+        return f'<p class="warn">{H.esc(stats)}</p>'
     parts = []
-    labelers = _labeler_rows(stats.get("labelers"))
-    server = stats.get("server") if isinstance(stats.get("server"), dict) else {}
-    total = _first(stats, "labels_total") or _sum(labelers, "labels")
-    hits = _first(stats, "cache_hits")
-    if hits is None:
-        hits = _sum(labelers, "cache_hits")
-    spent = _first(stats, "labels_spent")
-    if spent is None:
-        spent = _sum(labelers, "paid")
-    if spent is None and total is not None and hits is not None:
-        spent = total - hits
-    hit_rate = _first(stats, "cache_hit_rate") or server.get("cache_hit_rate")
-    if hit_rate is None and hits is not None:
-        lookups = hits + stats["cache_misses"] if "cache_misses" in stats else total
-        hit_rate = hits / lookups if lookups else None
-    cost = _first(stats, "cost_usd")
-    if cost is None:
-        cost = _sum(labelers, "cost_usd")
-    rows: list[tuple[str, object]] = []
-    for label, value in (
-        ("labels used", total),
-        ("labels spent (not served from the cache)", spent),
-        ("budget", stats.get("budget")),
-        ("cache hits", hits),
-        ("cache hit rate", None if hit_rate is None else float(hit_rate)),
-    ):
-        if value is not None:
-            rows.append((label, value))
-    rows.append(("cost (USD)", float(cost) if cost is not None else "not recorded"))
-    known = {
-        "labels_spent",
-        "labels_total",
-        "budget",
-        "cache_hits",
-        "cache_misses",
-        "cache_hit_rate",
-        "cost_usd",
-        "labelers",
-        "examples",
-        "history",
-    }
-    for k, v in stats.items():
-        if k in known:
-            continue
-        if k == "time" and isinstance(v, int | float) and v > 1e9:
-            rows.append(("written", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v))))
-        elif isinstance(v, dict):  # one level of nesting, e.g. the annotation server's own counters
-            rows += [(f"{k}.{k2}", v2) for k2, v2 in v.items() if not isinstance(v2, dict | list)]
-        elif not isinstance(v, list) or len(json.dumps(v)) <= 300:
-            rows.append((k, v))
+    if stats == LabelStats(extra=stats.extra):
+        parts.append(
+            '<p class="warn">labels/stats.json holds none of the label counts (written by an older version?); '
+            "its contents are shown as they are.</p>"
+        )
+    judged = stats.judged if isinstance(stats.judged, int | float) else 0
+    accuracy = stats.accuracy if judged else "no label could be judged against a ground truth"
+    rows: list[tuple[str, object]] = [
+        ("labeler", stats.labeler or "not recorded"),
+        ("queries", stats.queries),
+        ("paid (answers not served from the cache)", stats.paid),
+        ("cache hits", stats.cache_hits),
+    ]
+    if isinstance(stats.queries, int | float) and stats.queries and isinstance(stats.cache_hits, int | float):
+        rows.append(("cache hit rate", stats.cache_hits / stats.queries))
+    rows += [
+        ("valid", stats.valid),
+        ("judged", stats.judged),
+        ("correct", stats.correct),
+        ("accuracy vs ground truth", accuracy),
+        ("failures", stats.failures),
+        ("budget", "none" if stats.budget is None else stats.budget),
+        ("pending", stats.pending),
+    ]
     parts.append(H.key_value_table(rows))
-
-    if labelers:
-        parts.append(
-            H.table(
-                [
-                    "labeler",
-                    "labels",
-                    "valid",
-                    "correct",
-                    "accuracy vs ground truth",
-                    "cache hits",
-                    "paid calls",
-                    "cost (USD)",
-                ],
-                [
-                    [
-                        r["name"],
-                        *(
-                            "" if r[k] is None else r[k]
-                            for k in ("labels", "valid", "correct", "accuracy", "cache_hits", "paid", "cost_usd")
-                        ),
-                    ]
-                    for r in labelers
-                ],
-            )
-        )
-    scored = [r for r in labelers if isinstance(r["accuracy"], int | float) and math.isfinite(r["accuracy"])]
-    if scored:
-        svg = plots.bar_svg(
-            [r["name"] for r in scored],
-            [float(r["accuracy"]) for r in scored],
-            "accuracy",
-            "Label accuracy vs ground-truth preferences",
-            ylim=(0, 1.15),
-        )
-        parts.append(
-            H.plot(
-                svg,
-                "Fraction of valid labels (unsure answers dropped) that agree with the preference "
-                "the ground-truth return implies. 0.5 is chance.",
-            )
-        )
-    history = (
-        [h for h in stats.get("history", []) if isinstance(h, dict)] if isinstance(stats.get("history"), list) else []
-    )
-    if history:
-        keys = [k for k in _numeric_keys(history) if re.search(r"acc|loss|pairs|spearman|cost", k)][:8]
-        svg = plots.metric_grid_svg(history, keys, "Per reward-model update (labels/stats.json history)")
-        if svg:
-            parts.append(H.plot(svg))
-    keys = [k for k in _numeric_keys(records) if LABEL_KEY_PATTERN.search(k)]
-    svg = plots.metric_grid_svg(records, keys, "Labelling over training (metrics.jsonl)")
-    if svg:
-        parts.append(H.plot(svg))
-    examples = stats.get("examples")
-    if isinstance(examples, dict) and examples:
-        parts.append(
-            "<details><summary>example labels</summary>"
-            + H.table(["observation", "label"], list(examples.items())[:30])
-            + "</details>"
-        )
+    if stats.extra:
+        flat = [(k, v) for k, v in stats.extra.items() if not isinstance(v, dict | list)]
+        nested = [(k, v) for k, v in stats.extra.items() if isinstance(v, dict | list)]
+        parts.append(f"<h3>{H.esc(stats.labeler or 'labeler')} detail (extra)</h3>")
+        if flat:
+            parts.append(H.key_value_table(flat))
+        parts += [
+            f"<details><summary>{H.esc(k)}</summary><pre>{H.esc(json.dumps(v, indent=1, default=str))}</pre></details>"
+            for k, v in nested
+        ]
     return "".join(parts)
 
 
@@ -484,7 +311,7 @@ def _numeric_keys(records: list[dict]) -> list[str]:
 
 
 def write_report(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | RunFolder,
     out: str | os.PathLike | None = None,
     max_videos: int = 6,
     embed_video_mb: float = 50.0,
@@ -500,11 +327,12 @@ def write_report(
     Returns:
         Path of the written page.
     """
-    run = resolve_run_dir(run_dir)
+    folder = RunFolder.open(run_dir)
+    run = folder.path
     out_path = Path(out) if out is not None else run / "report.html"
-    records, bad = read_metrics(run / "metrics.jsonl")
-    result = _read_json(run / "result.json")
-    stats = _read_json(run / "labels" / "stats.json")
+    records, bad = folder.read_metrics()
+    result = _read_result(folder)
+    stats = _read_label_stats(folder)
 
     name = run.parent.name if re.fullmatch(r"\d{8}-\d{6}", run.name) else run.name
     body = [
@@ -534,12 +362,11 @@ def write_report(
         H.section("videos", "Rollout videos", _videos_section(run, out_path.parent, max_videos, embed_video_mb))
     )
     if stats is not None:
-        body.append(H.section("labels", "Preference labels", _label_section(stats, records)))
-    other = [k for k in _numeric_keys(records) if not (stats is not None and LABEL_KEY_PATTERN.search(k))]
-    svg = plots.metric_grid_svg(records, other)
+        body.append(H.section("labels", "Labels (labels/stats.json)", _label_section(stats)))
+    svg = plots.metric_grid_svg(records, _numeric_keys(records))
     if svg:
         body.append(H.section("metrics", "Other logged metrics", H.plot(svg)))
     if result:
         body.append(H.section("result", "Final result (result.json)", H.key_value_table(sorted(result.items()))))
     body.append(H.section("config", "Configuration", _config_section(run)))
-    return H.write_atomic(out_path, H.page(f"vlmrl run report: {name}", "\n".join(body)))
+    return write_text(out_path, H.page(f"vlmrl run report: {name}", "\n".join(body)))
