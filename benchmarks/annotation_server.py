@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from vlmrl.annotation.backends import LlamaCppServer
-from vlmrl.annotation.client import AnnotationClient
+from vlmrl.annotation.client import HttpClient
 from vlmrl.annotation.server import AnnotationServer
-from vlmrl.annotation.stub import StubEndpoint
 from vlmrl.labelers.llm import LLMJudge
+from vlmrl.testing.stub_llm import StubEndpoint
 
 WORDS = ["gold", "newt", "wall", "door", "stone", "jackal", "staircase", "fountain", "dagger", "apple"]
 
@@ -37,7 +37,7 @@ def fake_messages(n: int, rng: np.random.Generator, tag: str) -> list[str]:
 def ingest(server: AnnotationServer, total: int, batch: int, rng: np.random.Generator) -> float:
     unique = fake_messages(total // 2, rng, "ingest")
     stream = [unique[i] for i in rng.integers(0, len(unique), size=total)]
-    client = AnnotationClient(server.url)
+    client = HttpClient(server.url)
     t0 = time.perf_counter()
     for i in range(0, total, batch):
         client.submit(stream[i : i + batch])

@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from vlmrl.labelers.cache import LabelCache
-from vlmrl.labelers.stub_server import StubVLMServer, render_toy_cloth
+from vlmrl.labelers.cache import CachedLabeler, LabelCache
 from vlmrl.labelers.vlm import VLMPreferenceLabeler
+from vlmrl.testing.stub_vlm import StubVLMServer, render_toy_cloth
 from vlmrl.types import Fragment, FragmentPair
 
 
@@ -33,12 +33,13 @@ def make_pairs(n: int, rng: np.random.Generator, size: int) -> list[FragmentPair
 
 
 def timed_labels(server: StubVLMServer, pairs: list[FragmentPair], workers: int, cache: LabelCache):
-    labeler = VLMPreferenceLabeler(model="stub-vlm", base_url=server.base_url, cache=cache, max_workers=workers)
+    vlm = VLMPreferenceLabeler(model="stub-vlm", base_url=server.base_url, max_workers=workers)
+    labeler = CachedLabeler(vlm, cache)
     start = time.perf_counter()
     labels = labeler(pairs)
     elapsed = time.perf_counter() - start
     labeler.close()
-    return labels, elapsed, labeler.stats
+    return labels, elapsed, labeler.endpoint_stats()
 
 
 def main() -> None:

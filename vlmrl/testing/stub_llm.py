@@ -8,16 +8,13 @@ connection. Every answer actually delivered is counted per message in :attr:`Stu
 
 from __future__ import annotations
 
-import json
 import re
-import socket
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from vlmrl.local_server import LocalServer
+from vlmrl.http_json import JsonHandler, JsonServer
 
 PROGRESS_WORDS = ("gold", "kill", "level", "staircase")
 FAULTS = ("ok", "timeout", "429", "500", "malformed", "garbage", "drop")
@@ -35,7 +32,7 @@ def _margin(message: str) -> float:
     return 2.0 if any(w in message.lower() for w in PROGRESS_WORDS) else -1.0
 
 
-class StubEndpoint(LocalServer):
+class StubEndpoint(JsonServer):
     """The endpoint, served from a thread on 127.0.0.1.
 
     Args:
@@ -56,7 +53,7 @@ class StubEndpoint(LocalServer):
         self.seen: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._compute = threading.Lock()  # one request computes at a time, like a single llama.cpp worker
-        super().__init__(self._handler())
+        super().__init__(_StubLLMHandler, name="stub-llm")
 
     def _next_fault(self) -> str:
         with self._lock:
@@ -83,52 +80,37 @@ class StubEndpoint(LocalServer):
             messages.append(message)
         return {"id": "x", "object": "text_completion", "created": 0, "model": "stub", "choices": choices}, messages
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+class _StubLLMHandler(JsonHandler):
+    """``GET`` lists the one model; ``POST`` answers, or fails as the :class:`StubEndpoint`'s script says."""
 
-            def log_message(self, *args: Any) -> None:
-                pass
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        """The model list (any path)."""
+        self.send_json(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
 
-            def _send(self, code: int, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _drop(self) -> None:
-                self.close_connection = True
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                self._send(200, json.dumps({"object": "list", "data": [{"id": "stub", "object": "model"}]}).encode())
-
-            def do_POST(self) -> None:  # noqa: N802
-                req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                fault = stub._next_fault()
-                if fault == "timeout":
-                    time.sleep(stub.hang)
-                    return self._drop()
-                if fault == "drop":
-                    return self._drop()
-                if fault in ("429", "500"):
-                    err = {"error": {"message": "busy" if fault == "429" else "internal", "type": "server"}}
-                    return self._send(int(fault), json.dumps(err).encode())
-                if fault == "malformed":
-                    return self._send(200, b'{"choices": [{"index": 0, "text": ')
-                if fault == "garbage":
-                    return self._send(200, json.dumps({"object": "text_completion", "choices": []}).encode())
-                body, messages = stub._answer(self.path, req)
-                with stub._compute:
-                    time.sleep(stub.latency * len(messages))
-                self._send(200, json.dumps(body).encode())
-                with stub._lock:
-                    stub.paid.update(messages)
-
-        return Handler
+    def do_POST(self) -> None:  # noqa: N802
+        """A completion or chat completion, unless the next scripted fault says otherwise."""
+        stub: StubEndpoint = self.app
+        try:
+            req = self.read_json()
+        except ValueError:
+            return self.send_json(400, {"error": {"message": "body is not JSON", "type": "invalid"}})
+        fault = stub._next_fault()
+        if fault == "timeout":
+            time.sleep(stub.hang)
+            return self.drop_connection()
+        if fault == "drop":
+            return self.drop_connection()
+        if fault in ("429", "500"):
+            err = {"error": {"message": "busy" if fault == "429" else "internal", "type": "server"}}
+            return self.send_json(int(fault), err)
+        if fault == "malformed":
+            return self.send_json(200, b'{"choices": [{"index": 0, "text": ')
+        if fault == "garbage":
+            return self.send_json(200, {"object": "text_completion", "choices": []})
+        body, messages = stub._answer(self.path, req)
+        with stub._compute:
+            time.sleep(stub.latency * len(messages))
+        self.send_json(200, body)
+        with stub._lock:
+            stub.paid.update(messages)

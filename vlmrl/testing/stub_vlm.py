@@ -5,7 +5,7 @@ set of saturated pixels on a grey table, and the frame whose cloth covers fewer 
 Stage-2 requests (text only) turn that analysis into ``0``, ``1`` or ``-1``. Failures can be injected at
 chosen rates (timeouts, 429, 500, malformed text) to test the client's retries.
 
-Run one by hand with ``python -m vlmrl.labelers.stub_server --port 8011 --latency 0.2``; it binds 127.0.0.1.
+Run one by hand with ``python -m vlmrl.testing.stub_vlm --port 8011 --latency 0.2``; it binds 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -13,18 +13,16 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import json
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 from PIL import Image
 
-from vlmrl.local_server import LocalServer
+from vlmrl.http_json import JsonHandler, JsonServer
 
 FAILURE_KINDS = ("timeout", "429", "500", "malformed")
 
@@ -73,7 +71,7 @@ def _decode_data_url(url: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
 
 
-class StubVLMServer(LocalServer):
+class StubVLMServer(JsonServer):
     """OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1 that answers with a pixel rule.
 
     Args:
@@ -113,7 +111,7 @@ class StubVLMServer(LocalServer):
         self.rng = rng or np.random.default_rng(0)
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
-        super().__init__(self._handler_class(), port=port)
+        super().__init__(_StubVLMHandler, port=port, name="stub-vlm")
 
     # ---- answering -----------------------------------------------------------------------------------------
     def _draw_failure(self) -> str | None:
@@ -186,40 +184,19 @@ class StubVLMServer(LocalServer):
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         }
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+class _StubVLMHandler(JsonHandler):
+    """``POST .../chat/completions`` answered by the :class:`StubVLMServer` in ``self.app``."""
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                length = int(self.headers.get("Content-Length", 0))
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except json.JSONDecodeError:
-                    status, payload = 400, {"error": {"message": "body is not JSON", "type": "invalid"}}
-                else:
-                    if self.path.rstrip("/").endswith("/chat/completions"):
-                        status, payload = server.answer(body)
-                    else:
-                        status, payload = (
-                            404,
-                            {"error": {"message": f"no route {self.path}", "type": "invalid"}},
-                        )
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout); nothing to answer
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        """One chat completion (or 400 / 404)."""
+        try:
+            body = self.read_json()
+        except ValueError:
+            return self.send_json(400, {"error": {"message": "body is not JSON", "type": "invalid"}})
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            return self.send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid"}})
+        self.send_json(*self.app.answer(body))
 
 
 def main() -> None:

@@ -1,0 +1,187 @@
+"""The annotation server's core, without HTTP: dedup, the durable queue, the label store and the LLM worker.
+
+:meth:`AnnotationCore.submit` deduplicates messages against the label store and the queue and returns at once;
+a worker thread sends the newest pending messages in batches to the LLM judge. :meth:`~AnnotationCore.labels`
+returns what is known (``None`` = not labeled yet: the caller uses a neutral reward) and
+:meth:`~AnnotationCore.stats` reports queue length, labels/s, cache hit rate, parse failures and backend
+errors. Failed requests (timeouts, 429, 5xx, dropped connections, malformed answers) leave their messages
+queued and back the worker off exponentially; every answer is committed before its message leaves the queue.
+
+A process that hosts the core talks to it through :class:`~vlmrl.annotation.client.DirectClient`;
+:class:`~vlmrl.annotation.server.AnnotationServer` puts an HTTP front on it for other processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+from vlmrl.annotation.backends import LlamaCppServer
+from vlmrl.annotation.store import AnnotationStore
+from vlmrl.labelers.llm import LLMJudge
+
+log = logging.getLogger(__name__)
+
+
+class AnnotationCore:
+    """Queue, label store and LLM worker, in this process; a context manager.
+
+    Args:
+        labeler: the judge that labels batches (its endpoint is set here when ``endpoint`` or embedded).
+        store_path: SQLite label store; ``None`` keeps labels in memory only.
+        endpoint: OpenAI-compatible base URL; ``None`` starts the embedded llama.cpp server
+            unless the judge already has an endpoint.
+        embedded: keyword arguments of :class:`LlamaCppServer` for the embedded backend.
+        batch_size: messages sent to the judge per batch (ONI: 100).
+        max_backoff: cap, in seconds, of the pause after failed batches.
+    """
+
+    def __init__(
+        self,
+        labeler: LLMJudge,
+        store_path: str | Path | None = None,
+        endpoint: str | None = None,
+        embedded: dict[str, Any] | None = None,
+        batch_size: int = 32,
+        max_backoff: float = 30.0,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}: pass batch_size=32")
+        self.labeler = labeler
+        self.store_path = store_path
+        self.endpoint = endpoint
+        self.embedded_kwargs = dict(embedded or {})
+        self.batch_size = int(batch_size)
+        self.max_backoff = max_backoff
+        self.backend: LlamaCppServer | None = None
+        self.store: AnnotationStore | None = None
+        self.counters: Counter[str] = Counter()
+        self._label_times: deque[float] = deque(maxlen=4096)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.started = 0.0
+        self._saved_calibration: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> AnnotationCore:
+        """Connect (or start) the backend, open the store and start the worker; returns self."""
+        if self.endpoint:
+            self.labeler.connect(self.endpoint)
+        elif self.labeler.base_url is None:
+            self.backend = LlamaCppServer(**self.embedded_kwargs).start()
+            self.labeler.connect(self.backend.base_url)
+        self.store = AnnotationStore(self.store_path, self.labeler.name, self.labeler.model_id, self.labeler.template)
+        # Calibration answers were paid for too: reuse them.
+        self.labeler.set_calibration(self.store.get_state("calibration") or {})
+        self._saved_calibration = self.labeler.calibration
+        self.started = time.time()
+        self._worker = threading.Thread(target=self._work, name="annotation-worker", daemon=True)
+        self._worker.start()
+        if self.store.pending:
+            self._wake.set()
+        return self
+
+    def stop(self) -> None:
+        """Stop the worker; the batch in flight finishes (and is stored) first. Pending items stay queued on disk."""
+        self._stop.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(timeout=max(5.0, self.labeler.timeout * 2))
+        self.labeler.close()
+        if self.backend is not None:
+            self.backend.stop()
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ API
+    def submit(self, messages: list[str]) -> dict[str, int]:
+        """Queue messages for labeling (durably) and return at once: ``{"accepted", "new", "known"}``."""
+        messages = [m for m in messages if isinstance(m, str) and m]
+        new, known = self.store.add(messages)
+        self.counters["submitted"] += len(messages)
+        self.counters["submitted_known"] += known
+        if new:
+            self._wake.set()
+        return {"accepted": len(messages), "new": new, "known": known}
+
+    def labels(self, messages: list[str]) -> dict[str, int | None]:
+        """Known label of each message: 1 helpful, 0 not, -1 unparseable, ``None`` while unlabeled."""
+        return self.store.lookup(messages)
+
+    def stats(self) -> dict[str, Any]:
+        """Queue length, labels/s, cache hit rate, parse failures and backend errors."""
+        now = time.time()
+        recent = [t for t in self._label_times if t > now - 60.0]
+        span = min(60.0, max(now - self.started, 1e-9))
+        submitted = self.counters["submitted"]
+        return {
+            "queue": len(self.store.pending),
+            "in_flight": len(self.store.in_flight),
+            "labels": len(self.store.labels),
+            "labeled_here": self.counters["labeled"],
+            "positive": sum(v == 1 for v in self.store.labels.values()),
+            "labels_per_s": len(recent) / span,
+            "labels_per_s_total": self.counters["labeled"] / max(now - self.started, 1e-9),
+            "submitted": submitted,
+            "cache_hit_rate": self.counters["submitted_known"] / submitted if submitted else 0.0,
+            "parse_failures": self.counters["parse_failures"],
+            "backend_requests": self.labeler.requests,
+            "backend_errors": dict(self.labeler.errors),
+            "failed_batches": self.counters["failed_batches"],
+            "threshold": self.labeler.threshold,
+            "model": self.labeler.model_id,
+            "uptime_s": now - self.started,
+        }
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until the queue is empty (tests, benchmarks); ``False`` on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.store.pending:
+                return True
+            time.sleep(0.01)
+        return False
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        backoff = 0.0
+        while not self._stop.is_set():
+            batch = self.store.take(self.batch_size)
+            if not batch:
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            try:
+                labels = self.labeler.try_label(batch)
+            except Exception:  # noqa: BLE001 - the worker must survive anything the backend does
+                log.exception("annotation batch failed")
+                labels = [None] * len(batch)
+            answered = [(m, lab) for m, lab in zip(batch, labels, strict=True) if lab is not None]
+            failed = [m for m, lab in zip(batch, labels, strict=True) if lab is None]
+            self.store.put(answered)
+            self.store.release(failed)
+            calibration = self.labeler.calibration
+            if calibration != self._saved_calibration:
+                self.store.set_state("calibration", calibration)
+                self._saved_calibration = calibration
+            now = time.time()
+            self._label_times.extend([now] * len(answered))
+            self.counters["labeled"] += len(answered)
+            self.counters["parse_failures"] += sum(lab.value == -1 for _, lab in answered)
+            if failed:
+                self.counters["failed_batches"] += 1
+                backoff = min(self.max_backoff, max(0.05, backoff * 2))
+                self._stop.wait(backoff)
+            else:
+                backoff = 0.0
