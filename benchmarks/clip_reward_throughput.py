@@ -19,10 +19,10 @@ import numpy as np
 import open_clip
 
 import vlmrl  # noqa: F401  (MUJOCO_GL)
-from vlmrl.agents.ppo import ChunkedScorer
 from vlmrl.envs.humanoid import make_humanoid
 from vlmrl.envs.rendering import FastRenderer
 from vlmrl.rewards.clip import CLIPReward
+from vlmrl.rollouts import ChunkedScorer
 
 LADDER = [  # (name, vision width, layers, patch) at the frame size; text tower kept tiny
     ("bench-w384-l6-p16", 384, 6, 16),

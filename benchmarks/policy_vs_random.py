@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from stable_baselines3 import PPO
 
 import vlmrl  # noqa: F401  (MUJOCO_GL)
-from vlmrl.runs import latest_checkpoint, load_config
+from vlmrl.runs import RunFolder
 
 
 def episode_score(env, act, seed: int, metric: str) -> float:
@@ -37,8 +37,9 @@ def main() -> None:
     ap.add_argument("--goal", choices=["min", "max"], default="min", help="is a lower or a higher metric better")
     ap.add_argument("--seed", type=int, default=10_000)
     args = ap.parse_args()
-    cfg = load_config(args.run_dir)
-    ckpt = latest_checkpoint(args.run_dir, (".zip",))
+    run = RunFolder.open(args.run_dir)
+    cfg = run.load_config()
+    ckpt = run.latest_checkpoint((".zip",))
     if ckpt is None:
         raise SystemExit(f"{args.run_dir} has no checkpoints/step_*.zip")
     model = PPO.load(ckpt, device="cpu")

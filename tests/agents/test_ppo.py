@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from stable_baselines3.common.callbacks import BaseCallback
 
+from vlmrl.agents.base import RolloutContext, TrainContext
 from vlmrl.agents.ppo import PPOAgent, RolloutRewardCallback
+from vlmrl.report.video import RolloutVideos
 from vlmrl.rewards.base import RewardModel
-from vlmrl.runs import latest_checkpoint
+from vlmrl.runs import RunFolder, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,8 +47,28 @@ class MeanPixel(RewardModel):
 
 
 class Observing(MeanPixel):
+    learns_online = True
+
     def observe_rollout(self, inputs, env_rewards, dones, num_timesteps):
         self.observed = (len(inputs), env_rewards.shape, dones.sum(), num_timesteps)
+        return False
+
+
+class Stateful(MeanPixel):
+    """Keeps its call count in the checkpoints and reports it as a metric."""
+
+    def __init__(self):
+        super().__init__()
+        self.loaded_from = None
+
+    def metrics(self):
+        return {"predict_calls": self.calls}
+
+    def save_state(self, directory):
+        (directory / "calls.txt").write_text(str(self.calls))
+
+    def load_state(self, directory):
+        self.loaded_from = directory
 
 
 class Capture(BaseCallback):
@@ -74,11 +96,11 @@ def run_one_rollout(reward, async_scoring, tmp_path, env_coef=0.0):
     model = PPO("MlpPolicy", venv, n_steps=24, batch_size=48, n_epochs=1, gamma=0.9, gae_lambda=0.8, seed=0)
     cb = RolloutRewardCallback(
         reward,
+        RunFolder(tmp_path),
         env_reward_coef=env_coef,
         model_reward_coef=1.0,
         async_scoring=async_scoring,
         chunk_steps=5,
-        metrics_path=tmp_path / "m.jsonl",
     )
     cap = Capture()
     model.learn(48, callback=[cb, cap])
@@ -113,16 +135,16 @@ def test_buffer_rewards_are_the_model_reward_plus_timeout_bootstrap(tmp_path, as
     adv = gae(cap.rewards, cap.values, cap.starts, cap.last_values, cap.last_dones, 0.9, 0.8)
     np.testing.assert_allclose(cap.adv, adv, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(cap.returns, cap.adv + cap.values, rtol=1e-5, atol=1e-5)
-    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 48 and rows[0]["episodes"] == 4
     assert rows[0]["model_reward_mean"] == pytest.approx(float(model_r.mean()), rel=1e-5)
 
 
 def test_env_reward_is_kept_with_its_coefficient(tmp_path):
     with pytest.raises(ValueError, match="model_reward_coef"):
-        RolloutRewardCallback(None, env_reward_coef=1.0, model_reward_coef=1.0)
+        RolloutRewardCallback(None, RunFolder(tmp_path), env_reward_coef=1.0, model_reward_coef=1.0)
     cap = run_one_rollout(MeanPixel(), False, tmp_path, env_coef=0.5)
-    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     env_mean, model_mean = rows[-1]["env_reward_mean"], rows[-1]["model_reward_mean"]
     assert env_mean < 0  # pendulum's own reward is a cost
     frames = np.array(cap.frames, dtype=np.float32)
@@ -137,23 +159,36 @@ def test_observe_rollout_sees_the_whole_rollout_before_scoring(tmp_path):
     assert reward.calls == 1
 
 
+def train_context(tmp_path, reward, seed=0, resume=False):
+    videos = RolloutVideos(make_env, reward)
+    return TrainContext(make_env, reward, RunFolder(tmp_path), np.random.default_rng(seed), resume, videos)
+
+
 def test_agent_writes_checkpoints_video_and_resumes(tmp_path):
     agent = PPOAgent(
         total_timesteps=96, n_envs=2, n_steps=24, batch_size=24, n_epochs=1, checkpoint_every=48, progress_bar=False
     )
-    out = agent.train(env_fn=make_env, reward=MeanPixel(), run_dir=tmp_path, rng=np.random.default_rng(0))
+    out = agent.train(train_context(tmp_path, Stateful()))
     assert out["timesteps"] == 96
     names = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.zip"))
     assert names == ["step_48.zip", "step_96.zip"]
     assert (tmp_path / "videos" / "final.mp4").stat().st_size > 0
+    assert (tmp_path / "checkpoints" / "step_48" / "calls.txt").read_text() == "2"  # reward state beside the zip
+    rows, _ = RunFolder(tmp_path).read_metrics()
+    assert [(r["step"], r["predict_calls"]) for r in rows] == [(48, 2), (96, 4)]  # two async chunks a rollout
     agent2 = PPOAgent(
         total_timesteps=144, n_envs=2, n_steps=24, batch_size=24, n_epochs=1, checkpoint_every=48, progress_bar=False
     )
-    out2 = agent2.train(
-        env_fn=make_env, reward=MeanPixel(), run_dir=tmp_path, rng=np.random.default_rng(0), resume=True
-    )
+    reward = Stateful()
+    out2 = agent2.train(train_context(tmp_path, reward, resume=True))
+    assert reward.loaded_from == tmp_path / "checkpoints" / "step_96"
     assert out2["resumed_from"].endswith("step_96.zip") and out2["timesteps"] == 144
     assert latest_checkpoint(tmp_path).name == "step_144.zip"
+    assert not (tmp_path / "result.json").exists()  # the train job writes it, not the agent
+
+    run, reward = RunFolder(tmp_path), MeanPixel()
+    ctx = RolloutContext(run, None, make_env, reward, RolloutVideos(make_env, reward), tmp_path / "r.mp4", episodes=2)
+    assert agent2.rollout(ctx).stat().st_size > 0 and reward.calls == 1  # newest checkpoint, curve in one batch
 
 
 def test_killed_train_resumes_from_its_last_checkpoint(tmp_path):

@@ -2,6 +2,7 @@ import json
 
 import imageio.v2 as imageio
 import numpy as np
+import pytest
 
 from vlmrl.cli import main
 from vlmrl.envs.rendering import is_blank
@@ -44,3 +45,26 @@ def test_train_then_rollout_writes_checkpoint_tensorboard_and_videos(tmp_path, c
     assert len(frames) == 2 * 20
     scene = np.stack(frames)[:, :48, :48]
     assert not any(is_blank(f) for f in scene)
+
+
+def test_text_ppo_train_then_rollout_through_the_jobs(tmp_path, capsys):
+    pytest.importorskip("sb3_contrib")
+    hashing = [
+        "agents.encoder._target_=vlmrl.encoders.HashingEncoder",
+        "~agents.encoder.model_name",
+        "~agents.encoder.device",
+    ]
+    budget = ["agents.total_timesteps=256", "agents.n_envs=2", "agents.n_steps=64", "agents.batch_size=64"]
+    code = main(["train", "numberline_ppo", *hashing, *budget, "agents.eval_episodes=2", f"runs_root={tmp_path}"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    (run,) = list((tmp_path / "numberline_ppo").iterdir())
+    assert json.loads((run / "result.json").read_text())["steps"] == result["steps"] == 256  # written by the job
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [128, 256] and all("success_rate" in r for r in rows)
+    assert (run / "videos" / "final.mp4").stat().st_size > 1000
+
+    code = main(["rollout", f"checkpoint={run}", "episodes=1", f"out={tmp_path / 'r.mp4'}"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["checkpoint"] == str(run / "checkpoints" / "step_256.zip")
+    assert len(imageio.mimread(tmp_path / "r.mp4")) >= 2  # the reset screen and at least one step

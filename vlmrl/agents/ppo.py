@@ -7,70 +7,27 @@ bootstrap term kept, and returns/advantages are recomputed. No SB3 class is subc
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from vlmrl.report.video import as_batch, rollout_video
-from vlmrl.runs import latest_checkpoint
+from vlmrl.agents.base import Agent, RolloutContext, TrainContext, VideoRecorder
+from vlmrl.rewards.base import RewardModel
+from vlmrl.rollouts import ChunkedScorer
+from vlmrl.runs import EpisodeTracker, RunFolder, atomic_path
 
 log = logging.getLogger(__name__)
-
-
-class ChunkedScorer:
-    """Scores reward-model inputs in chunks, in a background thread when ``asynchronous``.
-
-    ``add`` queues one env step's inputs; every ``chunk_size`` items go to ``reward.predict`` while the
-    caller keeps stepping envs, so rendering and model inference overlap. ``result`` returns all rewards
-    in the order the inputs were added.
-    """
-
-    def __init__(self, reward, chunk_size: int, asynchronous: bool = True):
-        self.reward, self.chunk_size, self.asynchronous = reward, max(1, int(chunk_size)), asynchronous
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward") if asynchronous else None
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget queued inputs and results (start of a rollout)."""
-        self.inputs: list = []
-        self._pending: list = []
-        self._futures: list[Future] = []
-
-    def add(self, items: list) -> None:
-        """Queue inputs; submits a chunk for scoring when enough have gathered."""
-        if not self.asynchronous:
-            self.inputs.extend(items)
-            return
-        self._pending.extend(items)
-        if len(self._pending) >= self.chunk_size:
-            self._submit()
-
-    def _submit(self) -> None:
-        batch, self._pending = as_batch(self._pending), []
-        self._futures.append(self._pool.submit(self.reward.predict, batch))
-
-    def result(self) -> np.ndarray:
-        """``float32 (N,)`` rewards of everything added since ``reset``."""
-        if not self.asynchronous:
-            return np.asarray(self.reward.predict(as_batch(self.inputs)), dtype=np.float32)
-        if self._pending:
-            self._submit()
-        return np.concatenate([np.asarray(f.result(), dtype=np.float32) for f in self._futures])
-
-    def close(self) -> None:
-        """Stop the worker thread."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
 
 
 class RolloutRewardCallback(BaseCallback):
@@ -78,25 +35,29 @@ class RolloutRewardCallback(BaseCallback):
 
     Reward-model inputs (``info[reward.input_key]``) are gathered at every step. With ``async_scoring`` they
     are scored in a background thread in chunks while the envs keep stepping (rendering and CLIP overlap);
-    otherwise all at once at rollout end, after ``reward.observe_rollout`` (if any) has seen the rollout.
+    a reward that ``learns_online`` is scored all at once at rollout end, after ``reward.observe_rollout``
+    has seen the rollout. Each rollout appends one ``metrics.jsonl`` row to ``run``. Works for SB3's PPO and
+    sb3-contrib's MaskablePPO alike (same rollout buffer).
 
     Args:
         reward: a :class:`~vlmrl.rewards.base.RewardModel`, or None to train on the env reward.
+        run: the run folder the metrics rows go to.
         env_reward_coef: weight of the env's own reward.
         model_reward_coef: weight of the reward model's output.
-        async_scoring: score chunks during the rollout (only for rewards without ``observe_rollout``).
+        async_scoring: score chunks during the rollout (ignored for rewards that learn online).
         chunk_steps: env steps per asynchronous chunk.
-        metrics_path: ``metrics.jsonl`` to append one line per rollout to.
+        extra_metrics: called at each rollout end; its numbers join the metrics row (e.g. success rates).
     """
 
     def __init__(
         self,
-        reward,
+        reward: RewardModel | None,
+        run: RunFolder,
         env_reward_coef: float = 0.0,
         model_reward_coef: float = 1.0,
         async_scoring: bool = True,
         chunk_steps: int = 16,
-        metrics_path: Path | None = None,
+        extra_metrics: Callable[[], dict[str, float]] | None = None,
     ):
         super().__init__()
         if reward is None and model_reward_coef != 0:
@@ -104,16 +65,13 @@ class RolloutRewardCallback(BaseCallback):
                 "no reward model configured but model_reward_coef != 0; set labelers=none "
                 "with agents.model_reward_coef=0 and agents.env_reward_coef=1"
             )
-        self.reward = reward
+        self.reward, self.run = reward, run
         self.env_coef, self.model_coef = float(env_reward_coef), float(model_reward_coef)
-        self.async_scoring = async_scoring and reward is not None and not hasattr(reward, "observe_rollout")
+        self.async_scoring = async_scoring and reward is not None and not reward.learns_online
         self.chunk_steps = max(1, int(chunk_steps))
-        self.metrics_path = metrics_path
+        self.extra_metrics = extra_metrics
+        self.episodes = EpisodeTracker()
         self._scorer: ChunkedScorer | None = None
-        self._t0 = time.time()
-        self._ep_model_ret: np.ndarray | None = None
-        self._ep_env_ret: np.ndarray | None = None
-        self._finished: list[tuple[float, float]] = []
 
     def _on_training_start(self) -> None:
         if self.reward is not None and self._scorer is None:
@@ -142,57 +100,52 @@ class RolloutRewardCallback(BaseCallback):
         self._scorer.add(items)
         return True
 
-    def _model_rewards(self, n_steps: int, n_envs: int) -> np.ndarray:
+    def _model_rewards(self, env_rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        n_steps, n_envs = env_rewards.shape
         if self.reward is None:
             return np.zeros((n_steps, n_envs), dtype=np.float32)
-        if hasattr(self.reward, "observe_rollout"):  # never asynchronous: it may retrain the model first
-            self.reward.observe_rollout(
-                self._scorer.inputs, np.stack(self._env_rewards), np.stack(self._dones), self.num_timesteps
-            )
+        self.reward.observe_rollout(self._scorer.inputs, env_rewards, dones, self.num_timesteps)
         flat = self._scorer.result()
         if flat.shape != (n_steps * n_envs,):
             raise ValueError(f"reward model returned shape {flat.shape}, expected ({n_steps * n_envs},)")
         return flat.reshape(n_steps, n_envs)
 
+    def _last_values(self) -> torch.Tensor:
+        """V(s_T) of the observation after the rollout's last step, the bootstrap of the recomputed returns.
+
+        SB3's PPO refreshes ``locals["values"]`` right before ``on_rollout_end``; MaskablePPO does not (it would
+        be V(s_{T-1})), so both are recomputed from ``model._last_obs``.
+        """
+        with torch.no_grad():
+            return self.model.policy.predict_values(obs_as_tensor(self.model._last_obs, self.model.device))
+
     def _on_rollout_end(self) -> None:
         buf = self.model.rollout_buffer
         env_r = np.stack(self._env_rewards)  # (T, E)
         dones = np.stack(self._dones)
-        bootstrap = buf.rewards - env_r  # gamma * V(s_T) on truncated steps, 0 elsewhere
-        model_r = self._model_rewards(*env_r.shape)
-        buf.rewards[:] = self.env_coef * env_r + self.model_coef * model_r + bootstrap
-        buf.compute_returns_and_advantage(last_values=self.locals["values"], dones=self.locals["dones"])
+        model_r = self._model_rewards(env_r, dones)
+        if self.reward is not None or self.env_coef != 1.0:  # else the buffer already holds the training reward
+            bootstrap = buf.rewards - env_r  # gamma * V(s_T) on truncated steps, 0 elsewhere
+            buf.rewards[:] = self.env_coef * env_r + self.model_coef * model_r + bootstrap
+            buf.compute_returns_and_advantage(last_values=self._last_values(), dones=self.locals["dones"])
         self._log(env_r, model_r, dones)
 
     def _log(self, env_r: np.ndarray, model_r: np.ndarray, dones: np.ndarray) -> None:
-        if self._ep_env_ret is None:
-            self._ep_env_ret = np.zeros(env_r.shape[1])
-            self._ep_model_ret = np.zeros(env_r.shape[1])
-        for t in range(env_r.shape[0]):
-            self._ep_env_ret += env_r[t]
-            self._ep_model_ret += model_r[t]
-            for e in np.flatnonzero(dones[t]):
-                self._finished.append((float(self._ep_env_ret[e]), float(self._ep_model_ret[e])))
-                self._ep_env_ret[e] = self._ep_model_ret[e] = 0.0
-        row: dict[str, Any] = {
-            "step": int(self.num_timesteps),
-            "time": round(time.time() - self._t0, 3),
-            "env_reward_mean": float(env_r.mean()),
-            "model_reward_mean": float(model_r.mean()),
-            "episodes": len(self._finished),
-        }
-        recent = self._finished[-20:]
-        if recent:
-            row["ep_env_return_mean"] = float(np.mean([r[0] for r in recent]))
-            row["ep_model_return_mean"] = float(np.mean([r[1] for r in recent]))
-        if self.reward is not None and hasattr(self.reward, "metrics"):
-            row.update({k: float(v) for k, v in self.reward.metrics().items()})
+        self.episodes.add(env_r, model_r, dones)
+        extra = self.reward.metrics() if self.reward is not None else {}
+        if self.extra_metrics is not None:
+            extra = {**extra, **self.extra_metrics()}
+        row = self.run.log_metrics(
+            self.num_timesteps,
+            env_r.mean(),
+            model_r.mean(),
+            len(self.episodes.finished),
+            returns=self.episodes.means(),
+            **extra,
+        )
         for k, v in row.items():
             if k not in ("step", "time"):
                 self.logger.record(f"reward/{k}", v)
-        if self.metrics_path is not None:
-            with open(self.metrics_path, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
 
     def _on_training_end(self) -> None:
         if self._scorer is not None:
@@ -230,53 +183,45 @@ class AtRolloutEnds(BaseCallback):
 class CheckpointEvery(AtRolloutEnds):
     """Saves ``checkpoints/step_<N>.zip`` atomically every ``every`` steps, with the reward source's state.
 
-    ``reward.save_state`` (if any) writes into ``checkpoints/step_<N>/``.
+    ``reward.save_state`` writes into ``checkpoints/step_<N>/`` (:meth:`RunFolder.state_dir`).
     """
 
-    def __init__(self, directory: Path, every: int, reward=None):
+    def __init__(self, run: RunFolder, every: int, reward: RewardModel | None = None):
         super().__init__(every)
-        self.directory, self.reward = Path(directory), reward
+        self.run, self.reward = run, reward
 
     def due(self) -> None:
         """Checkpoint now."""
         self.save()
 
     def save(self) -> Path:
-        """Write the model (and reward state) for the current step."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        step = self.num_timesteps
-        if self.reward is not None and hasattr(self.reward, "save_state"):
-            state_dir = self.directory / f"step_{step}"
-            state_dir.mkdir(exist_ok=True)
+        """Write the model (and reward state) for the current step.
+
+        The agents call it again after ``learn``: a rollout-end save precedes that rollout's gradient update.
+        """
+        path = self.run.checkpoint_path(self.num_timesteps, ".zip")
+        if self.reward is not None:
+            state_dir = self.run.state_dir(path)
+            state_dir.mkdir(parents=True, exist_ok=True)
             self.reward.save_state(state_dir)
-        final = self.directory / f"step_{step}.zip"
-        tmp = self.directory / f".step_{step}.{os.getpid()}.tmp.zip"
-        self.model.save(tmp)
-        os.replace(tmp, final)  # a kill mid-save never leaves a truncated checkpoint behind
-        return final
+        with atomic_path(path) as tmp:  # a kill mid-save never leaves a truncated checkpoint behind
+            self.model.save(tmp)
+        return path
 
 
 class VideoEvery(AtRolloutEnds):
     """Writes ``videos/step_<N>.mp4`` of the current policy every ``every`` steps."""
 
-    def __init__(self, agent: PPOAgent, env_fn, reward, directory: Path, every: int, episodes: int, seed: int):
+    def __init__(self, record: Callable[[BaseAlgorithm, Path], Path], directory: Path, every: int):
         super().__init__(every)
-        self.agent, self.env_fn, self.reward = agent, env_fn, reward
-        self.directory, self.episodes, self.seed = Path(directory), episodes, seed
+        self.record, self.directory = record, Path(directory)
 
     def due(self) -> None:
         """Record the current policy."""
-        self.agent.write_rollout_video(
-            self.model,
-            self.env_fn,
-            self.reward,
-            self.directory / f"step_{self.num_timesteps}.mp4",
-            self.episodes,
-            self.seed,
-        )
+        self.record(self.model, self.directory / f"step_{self.num_timesteps}.mp4")
 
 
-class PPOAgent:
+class PPOAgent(Agent):
     """SB3 PPO with a batched rollout-end reward, checkpoints, resume, TensorBoard and videos.
 
     Hyperparameters are SB3's (see ``agents/ppo.yaml``); the rest configure the loop around it.
@@ -333,46 +278,39 @@ class PPOAgent:
         self.checkpoint_every, self.video_every = int(checkpoint_every), int(video_every)
         self.video_episodes, self.video_fps, self.progress_bar = int(video_episodes), int(video_fps), progress_bar
 
-    def train(
-        self, env_fn, reward, run_dir: Path, rng: np.random.Generator, resume: bool = False, **_
-    ) -> dict[str, Any]:
-        """Train (or continue) a run in ``run_dir``; returns a summary written to ``result.json`` too."""
-        run_dir = Path(run_dir)
-        ckpt_dir, video_dir = run_dir / "checkpoints", run_dir / "videos"
-        seed = int(rng.integers(2**31 - 1))
+    def train(self, ctx: TrainContext) -> dict[str, Any]:
+        """Train (or continue, with ``ctx.resume``) in ``ctx.run``; returns the summary for ``result.json``."""
+        run, reward = ctx.run, ctx.reward
+        seed = int(ctx.rng.integers(2**31 - 1))
         vec_cls = SubprocVecEnv if self.vec_env == "subproc" else DummyVecEnv
-        venv = make_vec_env(env_fn, n_envs=self.n_envs, seed=seed, vec_env_cls=vec_cls)
-        last = latest_checkpoint(run_dir, (".zip",)) if resume else None
+        venv = make_vec_env(ctx.env_fn, n_envs=self.n_envs, seed=seed, vec_env_cls=vec_cls)
+        last = run.latest_checkpoint(self.checkpoint_suffixes) if ctx.resume else None
         if last is not None:
             log.info("resuming from %s", last)
-            model = PPO.load(last, env=venv, device=self.device, tensorboard_log=str(run_dir / "tb"))
-            state_dir = last.with_suffix("")
-            if reward is not None and hasattr(reward, "load_state") and state_dir.is_dir():
-                reward.load_state(state_dir)
+            model = PPO.load(last, env=venv, device=self.device, tensorboard_log=str(run.tb))
+            if reward is not None and run.state_dir(last).is_dir():
+                reward.load_state(run.state_dir(last))
         else:
-            if resume:
-                log.warning("resume=true but %s has no checkpoint yet: starting from scratch", ckpt_dir)
+            if ctx.resume:
+                log.warning("resume=true but %s has no checkpoint yet: starting from scratch", run.checkpoints)
             model = PPO(
                 self.policy,
                 venv,
                 seed=seed,
                 device=self.device,
                 verbose=self.verbose,
-                tensorboard_log=str(run_dir / "tb"),
+                tensorboard_log=str(run.tb),
                 **self.ppo_kwargs,
             )
         remaining = self.total_timesteps - model.num_timesteps
-        reward_cb = RolloutRewardCallback(
-            reward,
-            self.env_reward_coef,
-            self.model_reward_coef,
-            self.async_scoring,
-            metrics_path=run_dir / "metrics.jsonl",
-        )
-        ckpt_cb = CheckpointEvery(ckpt_dir, self.checkpoint_every, reward)
+        reward_cb = RolloutRewardCallback(reward, run, self.env_reward_coef, self.model_reward_coef, self.async_scoring)
+        ckpt_cb = CheckpointEvery(run, self.checkpoint_every, reward)
         callbacks = [reward_cb, ckpt_cb]
-        if self.video_every > 0:
-            callbacks.append(VideoEvery(self, env_fn, reward, video_dir, self.video_every, self.video_episodes, seed))
+        videos = ctx.videos
+        if videos is not None and self.video_every > 0:
+            callbacks.append(
+                VideoEvery(lambda m, path: self._record(videos, m, path, seed), run.videos, self.video_every)
+            )
         t0 = time.time()
         try:
             if remaining > 0:
@@ -386,33 +324,39 @@ class PPOAgent:
                 ckpt_cb.save()
         finally:
             venv.close()
-        final_ckpt = latest_checkpoint(run_dir, (".zip",))
-        video = self.write_rollout_video(model, env_fn, reward, video_dir / "final.mp4", self.video_episodes, seed)
+        final_ckpt = run.latest_checkpoint(self.checkpoint_suffixes)
+        video = self._record(videos, model, run.videos / "final.mp4", seed) if videos is not None else None
         return {
             "timesteps": int(model.num_timesteps),
             "train_seconds": round(time.time() - t0, 2),
             "checkpoint": str(final_ckpt),
-            "video": str(video),
+            "video": None if video is None else str(video),
             "resumed_from": str(last) if last else None,
         }
 
-    def write_rollout_video(
-        self, model, env_fn, reward, path: Path, episodes: int, seed: int, deterministic: bool = True
+    def _record(
+        self, videos: VideoRecorder, model: BaseAlgorithm, path: Path, seed: int, deterministic: bool = True
     ) -> Path:
         """Roll out ``model`` and write an mp4 with the reward curve under the frames."""
-        return rollout_video(
-            lambda obs: model.predict(obs, deterministic=deterministic)[0],
-            env_fn,
+        return videos.record(
+            lambda obs, info: model.predict(obs, deterministic=deterministic)[0],
             path,
-            episodes,
+            self.video_episodes,
             seed,
-            reward=reward,
             fps=self.video_fps,
         )
 
-    def rollout(
-        self, checkpoint: Path, env_fn, reward, out: Path, episodes: int, seed: int, deterministic: bool = True, **_
-    ) -> Path:
-        """Load a checkpoint and write its rollout video (``vlmrl rollout``)."""
+    def rollout(self, ctx: RolloutContext) -> Path:
+        """Load ``ctx.checkpoint`` and write ``ctx.episodes`` of its policy to ``ctx.out`` (``vlmrl rollout``)."""
+        checkpoint = ctx.checkpoint or self.find_checkpoint(ctx.run)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{ctx.run.path} has no checkpoints/step_*.zip to roll out")
         model = PPO.load(checkpoint, device=self.device)
-        return self.write_rollout_video(model, env_fn, reward, out, episodes, seed, deterministic)
+        deterministic = True if ctx.deterministic is None else ctx.deterministic
+        return ctx.videos.record(
+            lambda obs, info: model.predict(obs, deterministic=deterministic)[0],
+            ctx.out,
+            ctx.episodes,
+            ctx.seed,
+            fps=self.video_fps,
+        )

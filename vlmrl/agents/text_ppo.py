@@ -8,10 +8,6 @@ admissible command" whatever the command is (a plain linear action head over slo
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +15,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
-from vlmrl.agents.gflownet import SentenceEncoder, TextEncoder, record_episodes
-from vlmrl.runs import latest_checkpoint
+from vlmrl.agents.base import Agent, RolloutContext, TrainContext
+from vlmrl.agents.ppo import CheckpointEvery, RolloutRewardCallback
+from vlmrl.encoders import SentenceEncoder, TextEncoder
+from vlmrl.rollouts import Policy, iter_episodes
 
 
 def _require_sb3_contrib():
@@ -104,28 +102,6 @@ class FirstK(nn.Module):
         return latent[..., : self.k]
 
 
-def _reward_callback(reward, env_reward_coef: float, model_reward_coef: float):
-    """The PPO agent's rollout-end reward rewrite, fed the bootstrap value MaskablePPO does not hand over.
-
-    SB3's PPO refreshes the callback's locals right before ``on_rollout_end``; sb3-contrib's MaskablePPO
-    does not, so ``locals["values"]`` would be V(s_{T-1}). Recompute V(s_T) from the last observation.
-    """
-    from stable_baselines3.common.utils import obs_as_tensor
-
-    from vlmrl.agents.ppo import RolloutRewardCallback
-
-    class MaskableRolloutReward(RolloutRewardCallback):
-        def _on_rollout_end(self) -> None:
-            with torch.no_grad():
-                last_obs = obs_as_tensor(self.model._last_obs, self.model.device)
-                self.locals["values"] = self.model.policy.predict_values(last_obs)
-            super()._on_rollout_end()
-
-    return MaskableRolloutReward(
-        reward, env_reward_coef=env_reward_coef, model_reward_coef=model_reward_coef, async_scoring=False
-    )
-
-
 def _policy_class():
     from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 
@@ -140,40 +116,21 @@ def _policy_class():
     return CommandScoringPolicy
 
 
-def save_atomic(model, path: Path) -> Path:
-    """``model.save`` to a temporary name, then rename: a crash never leaves a half-written checkpoint."""
-    tmp = path.with_name(path.stem + ".tmp.zip")
-    model.save(tmp)
-    os.replace(tmp, path)
-    return path
+class _SuccessLog(BaseCallback):
+    """Counts won episodes: the win rate of each rollout and the distinct winning command sequences so far."""
 
-
-class _RolloutLog(BaseCallback):
-    """Per rollout: one metrics.jsonl row (contract keys) from the episodes that ended, and checkpoints."""
-
-    def __init__(self, path: Path, ckpt_dir: Path, every: int):
+    def __init__(self):
         super().__init__()
-        self.path = path
-        self.ckpt_dir, self.every, self.last_ckpt = ckpt_dir, int(every), 0
-        self.start = time.time()
-        self.returns: list[float] = []
         self.wins: list[bool] = []
-        self.step_rewards: list[float] = []
         self.successes: set[tuple[str, tuple[str, ...]]] = set()
         self._trail: dict[int, list[str]] = {}
 
     def _on_step(self) -> bool:
-        infos, rewards, dones = self.locals["infos"], self.locals["rewards"], self.locals["dones"]
-        actions = self.locals.get("actions")
-        for i, (info, r, done) in enumerate(zip(infos, rewards, dones, strict=True)):
-            self.step_rewards.append(float(r))
+        for i, (info, done) in enumerate(zip(self.locals["infos"], self.locals["dones"], strict=True)):
             trail = self._trail.setdefault(i, [])
-            if actions is not None and "last_command" in info:
+            if "last_command" in info:
                 trail.append(info["last_command"])
             if done:
-                ep = info.get("episode")
-                if ep is not None:
-                    self.returns.append(float(ep["r"]))
                 won = bool(info.get("won", False))
                 self.wins.append(won)
                 if won:
@@ -181,24 +138,18 @@ class _RolloutLog(BaseCallback):
                 self._trail[i] = []
         return True
 
-    def _on_rollout_end(self) -> None:
+    def rollout_metrics(self) -> dict[str, float]:
+        """``success_rate`` of the episodes that ended since the last call, ``distinct_successes`` so far."""
         row = {
-            "step": int(self.num_timesteps),
-            "time": round(time.time() - self.start, 3),
-            "env_reward_mean": float(np.mean(self.step_rewards)) if self.step_rewards else 0.0,
-            "model_reward_mean": 0.0,
-            "ep_env_return_mean": float(np.mean(self.returns)) if self.returns else 0.0,
-            "ep_model_return_mean": 0.0,
-            "episodes": len(self.wins),
             "success_rate": float(np.mean(self.wins)) if self.wins else 0.0,
             "distinct_successes": len(self.successes),
         }
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        self.returns, self.wins, self.step_rewards = [], [], []
-        if self.num_timesteps - self.last_ckpt >= self.every:
-            save_atomic(self.model, self.ckpt_dir / f"step_{self.num_timesteps}.zip")
-            self.last_ckpt = self.num_timesteps
+        self.wins = []
+        return row
+
+
+def _no_commands(info: dict) -> bool:
+    return not info["admissible_commands"]
 
 
 class _RecordCommand(gym.Wrapper):
@@ -216,11 +167,11 @@ class _RecordCommand(gym.Wrapper):
         return self.env.unwrapped.action_masks()
 
 
-class TextPPOAgent:
+class TextPPOAgent(Agent):
     """MaskablePPO over admissible commands with frozen-encoder features (the GFlowNet's PPO baseline).
 
     Args:
-        encoder: frozen :class:`~vlmrl.agents.gflownet.TextEncoder` (default all-MiniLM-L6-v2).
+        encoder: frozen :class:`~vlmrl.encoders.TextEncoder` (default all-MiniLM-L6-v2).
         total_timesteps: env steps to train for.
         n_envs: parallel envs (DummyVecEnv).
         n_steps, batch_size, n_epochs, learning_rate, gamma, gae_lambda, ent_coef, clip_range: PPO settings.
@@ -230,7 +181,7 @@ class TextPPOAgent:
         hidden: width of the pair scorer and value features.
         prior_scale: initial weight of the encoder's (observation, command) similarity in the logits.
         eval_episodes: episodes sampled from the trained policy for the final report.
-        video: write ``videos/final.mp4`` of one episode of the trained policy.
+        video: write ``videos/final.mp4`` of one episode of the trained policy (through ``ctx.videos``).
         checkpoint_every: env steps between checkpoints (``checkpoints/step_<N>.zip``).
         device: torch device.
         torch_threads: CPU threads for torch (1 is fastest for this small head); ``None`` leaves it alone.
@@ -258,7 +209,6 @@ class TextPPOAgent:
         checkpoint_every: int = 10_000,
         device: str = "cpu",
         torch_threads: int | None = 1,
-        **unused: Any,
     ):
         _require_sb3_contrib()
         self.encoder = encoder if encoder is not None else SentenceEncoder()
@@ -290,37 +240,28 @@ class TextPPOAgent:
 
         return EncodedCommandsObservation(_RecordCommand(Monitor(env)), self.encoder)
 
-    def train(
-        self,
-        env_fn: Callable[[], gym.Env],
-        reward=None,
-        run_dir: str | Path = "runs/text_ppo",
-        rng: np.random.Generator | None = None,
-        resume: bool = False,
-        cfg: Any = None,
-        **unused: Any,
-    ) -> dict[str, Any]:
-        """Train MaskablePPO on ``env_fn()`` envs; writes checkpoints, metrics.jsonl and result.json.
+    def train(self, ctx: TrainContext) -> dict[str, Any]:
+        """Train MaskablePPO on ``ctx.env_fn()`` envs; writes checkpoints and metrics rows to ``ctx.run``.
 
-        ``reward`` (a :class:`~vlmrl.rewards.base.RewardModel`, e.g. an LLM judge reading
-        ``info["message"]``) rewrites the rollout's rewards once per rollout; ``None`` trains on the env
-        reward.
+        ``ctx.reward`` (a :class:`~vlmrl.rewards.base.RewardModel`, e.g. an LLM judge reading
+        ``info["message"]``) rewrites the rollout's rewards once per rollout with the PPO agent's callback;
+        ``None`` trains on the env reward. Returns the summary with the final evaluation.
         """
         from sb3_contrib import MaskablePPO
-        from stable_baselines3.common.callbacks import CallbackList
 
-        rng = rng if rng is not None else np.random.default_rng(0)
+        if ctx.env_fn is None:
+            raise ValueError("text PPO needs an env: pick one with envs=numberline (or blackjack, alfworld)")
+        run, reward, rng, env_fn = ctx.run, ctx.reward, ctx.rng, ctx.env_fn
         if self.torch_threads:
             torch.set_num_threads(int(self.torch_threads))
-        run_dir = Path(run_dir)
-        ckpt_dir = run_dir / "checkpoints"
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
         vec = DummyVecEnv([lambda: self.wrap(env_fn()) for _ in range(self.n_envs)])
         vec.seed(int(rng.integers(2**31)))
         max_actions = int(vec.action_space.n)
-        latest = latest_checkpoint(run_dir, (".zip",)) if resume else None
+        latest = run.latest_checkpoint(self.checkpoint_suffixes) if ctx.resume else None
         if latest is not None:
             self.model = MaskablePPO.load(latest, env=vec, device=self.device)
+            if reward is not None and run.state_dir(latest).is_dir():
+                reward.load_state(run.state_dir(latest))
         else:
             self.model = MaskablePPO(
                 _policy_class(),
@@ -338,31 +279,46 @@ class TextPPOAgent:
                 ),
                 **self.ppo_kwargs,
             )
-        log = _RolloutLog(run_dir / "metrics.jsonl", ckpt_dir, self.checkpoint_every)
-        log.last_ckpt = int(self.model.num_timesteps)
+        successes = _SuccessLog()
+        env_coef, model_coef = (self.env_reward_coef, self.model_reward_coef) if reward is not None else (1.0, 0.0)
+        reward_cb = RolloutRewardCallback(
+            reward, run, env_coef, model_coef, async_scoring=False, extra_metrics=successes.rollout_metrics
+        )
+        ckpt_cb = CheckpointEvery(run, self.checkpoint_every, reward)
         remaining = max(0, self.total_timesteps - int(self.model.num_timesteps))
         try:
-            callbacks = [log]
-            if reward is not None:
-                callbacks.insert(0, _reward_callback(reward, self.env_reward_coef, self.model_reward_coef))
-            self.model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=latest is None)
+            if remaining > 0:
+                self.model.learn(
+                    remaining,
+                    callback=CallbackList([reward_cb, successes, ckpt_cb]),
+                    reset_num_timesteps=latest is None,
+                )
+                ckpt_cb.save()
         finally:
-            final = save_atomic(self.model, ckpt_dir / f"step_{self.model.num_timesteps}.zip")
-        vec.close()
+            vec.close()
         env = self.wrap(env_fn())
         evaluation = self.evaluate(env, rng, self.eval_episodes)
         env.close()
-        video = self.write_video(env_fn, rng, run_dir / "videos" / "final.mp4") if self.video else None
-        result = {
-            "run_dir": str(run_dir),
+        video = None
+        if self.video and ctx.videos is not None:
+            video = ctx.videos.record(
+                self.text_policy(),
+                run.videos / "final.mp4",
+                episodes=1,
+                seed=int(rng.integers(2**31)),
+                title="MaskablePPO",
+                frames="info",
+                fps=2,
+                stop=_no_commands,
+            )
+        return {
             "steps": int(self.model.num_timesteps),
-            "train_distinct_successes": len(log.successes),
-            "checkpoint": str(final),
+            "train_distinct_successes": len(successes.successes),
+            "checkpoint": str(run.latest_checkpoint(self.checkpoint_suffixes)),
             "video": str(video) if video else None,
+            "resumed_from": str(latest) if latest else None,
             **evaluation,
         }
-        (run_dir / "result.json").write_text(json.dumps(result, indent=2))
-        return result
 
     def act(self, obs: np.ndarray, env: gym.Env, deterministic: bool = False) -> int:
         """One action for an encoded observation, masked to the admissible commands."""
@@ -370,39 +326,24 @@ class TextPPOAgent:
         action, _ = self.model.predict(obs, action_masks=env.action_masks(), deterministic=deterministic)
         return int(action)
 
-    def write_video(self, env_fn: Callable[[], gym.Env], rng: np.random.Generator, path: Path) -> Path:
-        """One sampled episode's text screens with the env reward curve under them."""
-        from vlmrl.report.video import write_video
-
-        env = env_fn()
-        obs, info = env.reset(seed=int(rng.integers(2**31)))
-        frames, rewards, done = [info["frame"]], [0.0], False
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(self.act_text(obs, info["admissible_commands"]))
-            frames.append(info["frame"])
-            rewards.append(float(reward))
-            done = terminated or truncated
-        env.close()
-        return write_video(path, np.stack(frames), np.asarray(rewards, np.float32), fps=2, title="MaskablePPO")
-
-    def rollout(
-        self,
-        checkpoint: str | Path,
-        env_fn: Callable[[], gym.Env],
-        reward,
-        out: str | Path,
-        episodes: int,
-        seed: int,
-        deterministic: bool = True,
-        **unused: Any,
-    ) -> Path:
-        """Load ``checkpoint`` and write ``episodes`` of its policy to ``out`` (``vlmrl rollout``)."""
+    def rollout(self, ctx: RolloutContext) -> Path:
+        """Load ``ctx.checkpoint`` and write ``ctx.episodes`` of its policy to ``ctx.out`` (``vlmrl rollout``)."""
         from sb3_contrib import MaskablePPO
 
+        checkpoint = ctx.checkpoint or self.find_checkpoint(ctx.run)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{ctx.run.path} has no checkpoints/step_*.zip to roll out")
         self.model = MaskablePPO.load(checkpoint, device=self.device)
-        policy = lambda obs, cmds: self.act_text(obs, cmds, deterministic=deterministic)  # noqa: E731
-        title = f"MaskablePPO {Path(checkpoint).name}"
-        return record_episodes(policy, env_fn, reward, out, episodes, seed, title=title)
+        return ctx.videos.record(
+            self.text_policy(deterministic=True if ctx.deterministic is None else ctx.deterministic),
+            ctx.out,
+            ctx.episodes,
+            ctx.seed,
+            title=f"MaskablePPO {Path(checkpoint).name}",
+            frames="info",
+            fps=2,
+            stop=_no_commands,
+        )
 
     def act_text(self, observation: str, commands: list[str], deterministic: bool = False) -> int:
         """One command index for a text observation (same interface as the GFlowNet's policy)."""
@@ -413,22 +354,26 @@ class TextPPOAgent:
         action, _ = self.model.predict(obs, action_masks=mask, deterministic=deterministic)
         return int(action)
 
-    def evaluate(self, env: gym.Env, rng: np.random.Generator, episodes: int, deterministic: bool = False):
-        """Sample ``episodes`` from the policy: success rate and distinct successful command sequences."""
+    def text_policy(self, deterministic: bool = False) -> Policy:
+        """``policy(obs, info) -> command index`` on the raw text env, reading ``info["admissible_commands"]``."""
+        return lambda obs, info: self.act_text(obs, list(info["admissible_commands"]), deterministic)
+
+    def evaluate(
+        self, env: gym.Env, rng: np.random.Generator, episodes: int, deterministic: bool = False
+    ) -> dict[str, float]:
+        """Sample ``episodes`` from the policy in the wrapped ``env`` (:meth:`wrap`): success rate and distinct
+        successful command sequences per task.
+        """  # noqa: D205
         per_task: dict[str, set[tuple[str, ...]]] = {}
         wins = []
-        for _ in range(episodes):
-            obs, info = env.reset(seed=int(rng.integers(2**31)))
-            trail, done = [], False
-            while not done:
-                obs, _, terminated, truncated, info = env.step(self.act(obs, env, deterministic))
-                trail.append(info["last_command"])
-                done = terminated or truncated
+        seeds = (int(rng.integers(2**31)) for _ in range(episodes))
+        for ep in iter_episodes(env, lambda obs, info: self.act(obs, env, deterministic), seeds):
+            info = ep.final_info
             task = str(info.get("task_id") or info.get("goal", ""))
             per_task.setdefault(task, set())
             wins.append(bool(info.get("won")))
             if info.get("won"):
-                per_task[task].add(tuple(trail))
+                per_task[task].add(tuple(step["last_command"] for step in ep.infos))
         counts = [len(v) for v in per_task.values()]
         return {
             "eval_success_rate": float(np.mean(wins)) if wins else float("nan"),
