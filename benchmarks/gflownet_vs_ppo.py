@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vlmrl.agents.gflownet import GFlowNetAgent, HashingEncoder, SentenceEncoder, random_policy
+from vlmrl.agents.gflownet import GFlowNetAgent, random_policy
+from vlmrl.encoders import HashingEncoder, SentenceEncoder
 
 DEFAULT_T = {"numberline": 0.1, "alfworld": 0.01}
 
@@ -50,7 +51,7 @@ def evaluate(env, policy_for, episodes: int, rng: np.random.Generator):
     player = GFlowNetAgent(encoder=HashingEncoder(dim=8), video=False)  # only its play() loop is used
     wins, per_task = [], {}
     for _ in range(episodes):
-        traj, _ = player.play(env, rng, policy=policy_for(rng))
+        traj = player.play(env, rng, policy=policy_for(rng))
         wins.append(traj.won)
         per_task.setdefault(traj.task, set())
         if traj.won:
@@ -83,7 +84,9 @@ def diversity(env_name, env, policy_for, args, rng) -> float:
 
 
 def run(env_name: str, seed: int, encoder, args, workdir: Path) -> list[dict]:
+    from vlmrl.agents.base import TrainContext
     from vlmrl.agents.text_ppo import TextPPOAgent
+    from vlmrl.runs import RunFolder
 
     env_fn = make_env_fn(env_name, args)
     episodes = args.numberline_episodes if env_name == "numberline" else args.alfworld_episodes
@@ -99,7 +102,7 @@ def run(env_name: str, seed: int, encoder, args, workdir: Path) -> list[dict]:
         reward_temperature=args.reward_temperature or DEFAULT_T[env_name],
         prior_scale=args.prior_scale,
     )
-    gfn.train(env_fn=env_fn, run_dir=workdir / f"{env_name}_gfn_{seed}", rng=np.random.default_rng(seed))
+    gfn.train(TrainContext(env_fn, None, RunFolder(workdir / f"{env_name}_gfn_{seed}"), np.random.default_rng(seed)))
     env = env_fn()
     gfn_policy = lambda rng: lambda o, c: gfn.act(o, c, rng)  # noqa: E731
     success, distinct = evaluate(env, gfn_policy, args.eval_episodes, np.random.default_rng(10_000 + seed))
@@ -132,7 +135,7 @@ def run(env_name: str, seed: int, encoder, args, workdir: Path) -> list[dict]:
         prior_scale=args.prior_scale,
         video=False,
     )
-    ppo.train(env_fn=env_fn, run_dir=workdir / f"{env_name}_ppo_{seed}", rng=np.random.default_rng(seed))
+    ppo.train(TrainContext(env_fn, None, RunFolder(workdir / f"{env_name}_ppo_{seed}"), np.random.default_rng(seed)))
     success, distinct = evaluate(
         env, lambda rng: ppo.act_text, args.eval_episodes, np.random.default_rng(10_000 + seed)
     )

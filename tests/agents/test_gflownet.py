@@ -4,16 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from vlmrl.agents.gflownet import (
-    GFlowNetAgent,
-    HashingEncoder,
-    Trajectory,
-    latest_checkpoint,
-    random_policy,
-    trajectory_balance_loss,
-)
+from vlmrl.agents.base import RolloutContext, TrainContext
+from vlmrl.agents.gflownet import GFlowNetAgent, Trajectory, random_policy, trajectory_balance_loss
+from vlmrl.encoders import HashingEncoder
 from vlmrl.envs.text_games import NumberLineEnv
+from vlmrl.report.video import RolloutVideos
 from vlmrl.rewards.base import RewardModel
+from vlmrl.runs import RunFolder, latest_checkpoint
 
 
 def test_tb_loss_matches_hand_computation():
@@ -73,7 +70,7 @@ def test_update_lowers_tb_loss_on_a_fixed_batch():
     agent = _agent()
     env = NumberLineEnv(max_number=3)
     rng = np.random.default_rng(1)
-    batch = [agent.play(env, rng)[0] for _ in range(6)]
+    batch = [agent.play(env, rng) for _ in range(6)]
     agent.score_rewards(batch)
     first = agent.update(batch)["loss"]
     for _ in range(30):
@@ -114,11 +111,16 @@ def test_reward_model_scores_final_step_in_one_batch():
     env = NumberLineEnv(max_number=3)
     rng = np.random.default_rng(0)
     judge = ReachedJudge()
-    batch = [agent.play(env, rng, input_key="message")[0] for _ in range(8)]
+    batch = [agent.play(env, rng, input_key="message") for _ in range(8)]
     agent.score_rewards(batch, judge)
     assert judge.calls == 1
     for t in batch:
         assert t.log_reward == pytest.approx((2.0 if t.won else 0.0) / 0.5)
+
+
+def _train(agent, env_fn, run_dir, seed, resume=False):
+    ctx = TrainContext(env_fn, None, RunFolder(run_dir), np.random.default_rng(seed), resume=resume)
+    return agent.train(ctx)
 
 
 def test_train_writes_run_folder_resumes_and_beats_random(tmp_path):
@@ -132,26 +134,27 @@ def test_train_writes_run_folder_resumes_and_beats_random(tmp_path):
         lr=0.01,
         updates_per_iteration=4,
     )
-    result = agent.train(env_fn=env_fn, run_dir=tmp_path, rng=np.random.default_rng(0))
+    result = _train(agent, env_fn, tmp_path, seed=0)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert len(rows) == 40 and rows[-1]["episodes"] == 320
     for key in ("step", "time", "env_reward_mean", "ep_env_return_mean", "episodes", "loss", "log_z"):
         assert key in rows[-1]
-    assert (tmp_path / "result.json").exists()
+    assert not (tmp_path / "result.json").exists()  # the train job writes it from the returned summary
     assert latest_checkpoint(tmp_path).name == f"step_{result['steps']}.pt"
 
     env, rng = env_fn(), np.random.default_rng(5)
-    random_rate = np.mean([agent.play(env, rng, policy=random_policy(rng))[0].won for _ in range(300)])
+    random_rate = np.mean([agent.play(env, rng, policy=random_policy(rng)).won for _ in range(300)])
     assert result["eval_success_rate"] > random_rate + 0.12, (result, random_rate)
     assert result["eval_distinct_successes_per_task"] >= 1.0
 
-    video = GFlowNetAgent(encoder=HashingEncoder()).rollout(
-        latest_checkpoint(tmp_path), env_fn, reward=None, out=tmp_path / "roll.mp4", episodes=2, seed=0
+    ctx = RolloutContext(
+        RunFolder(tmp_path), latest_checkpoint(tmp_path), env_fn, None, RolloutVideos(env_fn), tmp_path / "roll.mp4", 2
     )
+    video = GFlowNetAgent(encoder=HashingEncoder()).rollout(ctx)
     assert video.stat().st_size > 1000
 
     more = GFlowNetAgent(encoder=HashingEncoder(), total_episodes=336, eval_episodes=5, video=False, lr=0.01)
-    resumed = more.train(env_fn=env_fn, run_dir=tmp_path, rng=np.random.default_rng(1), resume=True)
+    resumed = _train(more, env_fn, tmp_path, seed=1, resume=True)
     assert resumed["episodes"] == 336  # continued from 320, not from zero
     assert len(open(tmp_path / "metrics.jsonl").readlines()) == 42
 
@@ -180,3 +183,23 @@ def test_default_encoder_from_config_is_the_shipped_minilm():
     assert x.shape == (3, 384) and np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-4)
     sims = x @ x.T
     assert sims[0, 1] > 0.5 > sims[0, 2]  # related commands are closer than unrelated text
+
+
+def test_train_job_then_rollout_of_the_run_folder_writes_an_mp4(tmp_path, capsys):
+    import imageio.v2 as imageio
+
+    from vlmrl.cli import main
+
+    run = tmp_path / "run"
+    hashing = ["agents.encoder._target_=vlmrl.encoders.HashingEncoder", "~agents.encoder.model_name"]
+    small = ["agents.total_episodes=16", "agents.eval_episodes=2", "agents.checkpoint_every=1", "envs.max_number=3"]
+    assert main(["train", "numberline_gflownet", f"run_dir={run}", *hashing, "~agents.encoder.device", *small]) == 0
+    result = json.loads((run / "result.json").read_text())  # written by the job, not the agent
+    assert result["run_dir"] == str(run) and result["episodes"] == 16
+    assert (run / "videos" / "final.mp4").exists()
+    capsys.readouterr()
+
+    assert main(["rollout", f"checkpoint={run}", "episodes=2", f"out={tmp_path / 'r.mp4'}"]) == 0
+    assert json.loads(capsys.readouterr().out)["checkpoint"] == str(run / "checkpoints" / f"step_{result['steps']}.pt")
+    frames = imageio.mimread(tmp_path / "r.mp4")
+    assert len(frames) >= 2 * 2  # each episode: its reset screen and at least one step

@@ -5,10 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from vlmrl.agents.iql import IQLAgent, evaluate_policy
-from vlmrl.data import DatasetError, save_dataset
+from vlmrl.agents.base import TrainContext
+from vlmrl.agents.iql import IQLAgent, evaluate_policy, load_variant
+from vlmrl.data import DatasetError, load_dataset, save_dataset
 from vlmrl.data.collect import collect
-from vlmrl.envs.manipulation import ScriptedPushPolicy, make_push
+from vlmrl.envs.experts import ScriptedPushPolicy
+from vlmrl.envs.push import make_push
+from vlmrl.report.video import RolloutVideos
+from vlmrl.runs import RunFolder
 
 
 def push_env():
@@ -25,6 +29,16 @@ def relabeled_file(tmp_path_factory):
     noisy = raw.rewards + np.random.default_rng(1).normal(0, 0.01, len(raw)).astype(np.float32)
     save_dataset(raw.with_rewards(noisy), root / "relabeled.h5")
     return root
+
+
+def train(agent, run_dir, resume=False, env_fn=push_env, run_folder=RunFolder):
+    """``agent.train`` the way the train job calls it (seed 0, videos of the env's own reward)."""
+    videos = RolloutVideos(env_fn) if env_fn is not None else None
+    rng = np.random.default_rng(0)
+    return agent.train(TrainContext(env_fn, None, run_folder(run_dir), rng, resume=resume, videos=videos))
+
+
+SMALL = dict(steps=20, bc_steps=10, steps_per_epoch=10, batch_size=32, eval_episodes=2)
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +58,7 @@ def test_iql_job_trains_three_variants_evaluates_and_resumes(relabeled_file, tmp
         eval_episodes=2,
         video_episodes=1,
     )
-    result = agent.train(env_fn=push_env, run_dir=tmp_path, rng=np.random.default_rng(0))
+    result = train(agent, tmp_path)
     assert set(result["variants"]) == {"iql", "bc", "iql_gt"}
     for name, row in result["variants"].items():
         assert (tmp_path / "checkpoints" / f"{name}.d3").exists()
@@ -53,7 +67,7 @@ def test_iql_job_trains_three_variants_evaluates_and_resumes(relabeled_file, tmp
     assert result["variants"]["bc"]["steps"] == 10
     assert isinstance(result["iql_beats_bc"], bool) and "iql_minus_iql_gt" in result
     assert result["iql_minus_bc_se"] > 0
-    assert json.loads((tmp_path / "result.json").read_text())["transitions"] == 40
+    assert result["transitions"] == 40 and not (tmp_path / "result.json").exists()  # the train job writes it
     for name in ("iql", "bc", "iql_gt"):  # one 10-step episode per variant, frames not blank
         video = iio.imread(tmp_path / "videos" / f"{name}.mp4")
         assert video.shape[0] == 10 and video[:, :32].std() > 5 and result["variants"][name]["video"].endswith(".mp4")
@@ -63,7 +77,7 @@ def test_iql_job_trains_three_variants_evaluates_and_resumes(relabeled_file, tmp
     # resume: finished variants are not retrained; a half-trained one continues from its checkpoint
     (tmp_path / "eval" / "iql_gt.json").unlink()
     (tmp_path / "checkpoints" / "iql_gt.json").write_text(json.dumps({"step": 10}))
-    again = agent.train(env_fn=push_env, run_dir=tmp_path, rng=np.random.default_rng(0), resume=True)
+    again = train(agent, tmp_path, resume=True)
     assert again["variants"]["iql"] == result["variants"]["iql"]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     gt_epochs = [r["step"] for r in rows if r.get("variant") == "iql_gt" and r["event"] == "epoch"]
@@ -71,9 +85,77 @@ def test_iql_job_trains_three_variants_evaluates_and_resumes(relabeled_file, tmp
 
     # killed after the last checkpoint, before its evaluation: resume evaluates the saved model, same numbers
     (tmp_path / "eval" / "bc.json").unlink()
-    third = agent.train(env_fn=push_env, run_dir=tmp_path, rng=np.random.default_rng(0), resume=True)
+    third = train(agent, tmp_path, resume=True)
     assert third["variants"]["bc"]["gt_metric_mean"] == result["variants"]["bc"]["gt_metric_mean"]
     assert third["variants"]["bc"]["train_seconds"] < 1.0  # nothing retrained
+
+
+class Killed(Exception):
+    """Stands for the job being killed."""
+
+
+class KilledAfterFirstIQLEpoch(RunFolder):
+    """A run folder whose job dies right after the ``iql`` variant's first checkpoint."""
+
+    def log_metrics(self, step, *args, **extra):
+        if extra.get("event") == "epoch" and extra.get("variant") == "iql" and step == 10:
+            raise Killed
+        return super().log_metrics(step, *args, **extra)
+
+
+def test_killed_job_resumes_to_the_same_policies_as_an_uninterrupted_one(relabeled_file, tmp_path):
+    agent = IQLAgent(dataset=str(relabeled_file / "relabeled.h5"), variants=["iql", "bc"], video_episodes=0, **SMALL)
+    whole = train(agent, tmp_path / "whole")
+    with pytest.raises(Killed):
+        train(agent, tmp_path / "killed", run_folder=KilledAfterFirstIQLEpoch)
+    assert json.loads((tmp_path / "killed" / "checkpoints" / "iql.json").read_text())["step"] == 10
+    resumed = train(agent, tmp_path / "killed", resume=True)
+    obs = load_dataset(relabeled_file / "relabeled.h5").observations
+    for variant in ("iql", "bc"):
+        actions = [
+            load_variant(run / "checkpoints" / f"{variant}.d3").predict(obs)
+            for run in (tmp_path / "whole", tmp_path / "killed")
+        ]
+        np.testing.assert_array_equal(*actions)  # the minibatch stream went on where it stopped
+        assert resumed["variants"][variant]["gt_metric_mean"] == whole["variants"][variant]["gt_metric_mean"]
+
+
+def test_find_checkpoint_prefers_the_learned_reward_policy(tmp_path):
+    agent, run = IQLAgent(dataset="unused.h5"), RunFolder(tmp_path)
+    assert agent.find_checkpoint(run) is None
+    run.checkpoints.mkdir()
+    for variant in ("iql_gt", "bc"):
+        (run.checkpoints / f"{variant}.d3").write_bytes(b"")
+    assert agent.find_checkpoint(run) == run.checkpoints / "bc.d3"
+    (run.checkpoints / "iql.d3").write_bytes(b"")
+    assert agent.find_checkpoint(run) == run.checkpoints / "iql.d3"
+
+
+def test_weights_only_checkpoint_names_the_fix(tmp_path):
+    torch.save({"policy": {}}, tmp_path / "iql.d3")
+    with pytest.raises(ValueError, match="weights only.*eval/iql.json"):
+        load_variant(tmp_path / "iql.d3")
+
+
+def test_rollout_of_an_iql_run_folder_writes_an_mp4_without_the_dataset(relabeled_file, tmp_path, capsys):
+    from vlmrl.cli import main
+
+    data, run = tmp_path / "relabeled.h5", tmp_path / "run"
+    data.write_bytes((relabeled_file / "relabeled.h5").read_bytes())
+    small = ["agents.steps=20", "agents.bc_steps=10", "agents.steps_per_epoch=10", "agents.eval_episodes=1"]
+    env = ["envs.max_episode_steps=10", "envs.width=32", "envs.height=32"]
+    train_args = ["experiments=push_offline", f"agents.dataset={data}", f"run_dir={run}", "agents.video_episodes=0"]
+    assert main(["train", *train_args, "agents.hidden_units=[16,16]", *small, *env]) == 0
+    data.unlink()  # a rollout needs the checkpoint only
+    capsys.readouterr()
+
+    assert main(["rollout", f"checkpoint={run}", "episodes=1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["checkpoint"] == str(run / "checkpoints" / "iql.d3")  # the learned-reward policy by default
+    video = iio.imread(out["video"])
+    assert video.shape[0] == 10 and video[:, :32].std() > 5
+    assert main(["rollout", f"checkpoint={run / 'checkpoints' / 'bc.d3'}", "episodes=1"]) == 0
+    assert json.loads(capsys.readouterr().out)["video"] == str(run / "videos" / "rollout_bc.mp4")
 
 
 def test_iql_gt_needs_ground_truth(relabeled_file, tmp_path):
@@ -84,7 +166,7 @@ def test_iql_gt_needs_ground_truth(relabeled_file, tmp_path):
     save_dataset(ds, tmp_path / "no_gt.h5")
     agent = IQLAgent(dataset=str(tmp_path / "no_gt.h5"), steps=5, variants=["iql_gt"], eval_episodes=0)
     with pytest.raises(DatasetError, match="no ground-truth rewards .* agents.variants=\\[iql,bc\\]"):
-        agent.train(run_dir=tmp_path / "run", rng=np.random.default_rng(0))
+        train(agent, tmp_path / "run", env_fn=None)
 
 
 def test_unrelabeled_dataset_trains_iql_gt_on_its_own_rewards(relabeled_file):
@@ -114,13 +196,13 @@ def test_bad_settings_fail_fast(kwargs, message):
 def test_missing_dataset_names_the_file(tmp_path):
     agent = IQLAgent(dataset=str(tmp_path / "nope.h5"), steps=5)
     with pytest.raises(DatasetError, match="nope.h5: no such file"):
-        agent.train(run_dir=tmp_path / "run", rng=np.random.default_rng(0))
+        train(agent, tmp_path / "run", env_fn=None)
 
 
 def test_evaluate_policy_reads_the_ground_truth_metric():
     env = push_env()
     expert = ScriptedPushPolicy(env)
-    out = evaluate_policy(lambda obs: expert(obs), lambda: env, seeds=[0, 1])
+    out = evaluate_policy(lambda obs, info: expert(obs), lambda: env, seeds=[0, 1])
     assert out["episodes"] == 2.0
     assert 0.0 <= out["gt_metric_mean"] < 0.5 and out["success_rate"] in (0.0, 0.5, 1.0)
 

