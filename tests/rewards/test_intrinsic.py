@@ -90,7 +90,8 @@ def test_oni_reward_end_to_end_with_counts(tmp_path):
         r = reward.predict(rollout)
         # GOOD[0] is seen for the 3rd and 4th time in this rollout: 1/3^3 and 1/4^3; GOOD[1] for the 2nd: 1/2^3
         np.testing.assert_allclose(r, [1 / 27, 0.0, 0.0, 1 / 64, 1 / 8], rtol=1e-6)
-        np.testing.assert_allclose(reward.evaluate([GOOD[1]]), [1 / 8])
+        # evaluate counts its batch as one episode: first sight earns the full reward
+        np.testing.assert_allclose(reward.evaluate([GOOD[1], GOOD[1]]), [1.0, 1 / 8])
         m = reward.metrics()
         assert m["oni/labels_known"] == 3 and m["oni/labels_positive"] == 2 and m["oni/server_queue"] == 0
         ckpt = tmp_path / "run" / "checkpoints" / "step_10"
@@ -103,7 +104,53 @@ def test_oni_reward_end_to_end_with_counts(tmp_path):
     restored = OniReward(model="hashing", labeler=LLMJudge(), endpoint="http://127.0.0.1:9/v1")
     restored.load_state(ckpt)
     assert restored.counts[GOOD[0]] == 4 and restored.known[GOOD[1]] == 1
-    np.testing.assert_allclose(restored.evaluate([GOOD[1]]), [1 / 8])
+    assert restored.episode_counts[0][GOOD[0]] == 4  # the episode was still running at the checkpoint
+
+
+def labelled_reward(**kwargs):
+    """An ONI reward whose labels are already known (no server reachable: nothing is submitted)."""
+    reward = OniReward(model="hashing", server_url="http://127.0.0.1:9", **kwargs)
+    reward.known = {GOOD[0]: 1, BAD[0]: 0}
+    reward.model.update([GOOD[0], BAD[0]], np.array([1, 0]), np.random.default_rng(0))
+    return reward
+
+
+def observe(reward, messages, dones, n_envs=1):
+    dones = np.asarray(dones, bool).reshape(-1, n_envs)
+    reward.observe_rollout(messages, np.zeros(dones.shape, np.float32), dones, 0)
+    return reward.predict(messages)
+
+
+def test_a_message_seen_once_in_each_of_three_episodes_earns_the_full_reward_each_time():
+    reward = labelled_reward()
+    r = observe(reward, [GOOD[0], GOOD[0], GOOD[0]], [True, True, True])  # three one-step episodes
+    np.testing.assert_allclose(r, [1.0, 1.0, 1.0])
+    r = observe(reward, [GOOD[0], GOOD[0], BAD[0]], [False, False, True])  # one episode: 1/1, 1/2^3
+    np.testing.assert_allclose(r, [1.0, 1 / 8, 0.0])
+    np.testing.assert_allclose(observe(reward, [GOOD[0]], [False]), [1.0])  # new episode after the done
+    reward.close()
+
+
+def test_counts_are_per_env_and_survive_a_mid_episode_checkpoint(tmp_path):
+    reward = labelled_reward()
+    # step-major: t0 (env0, env1), t1 (env0, env1); env1's episode ends at t0
+    r = observe(reward, [GOOD[0], GOOD[0], GOOD[0], GOOD[0]], [False, True, False, False], n_envs=2)
+    np.testing.assert_allclose(r, [1.0, 1.0, 1 / 8, 1.0])
+    reward.save_state(tmp_path / "step_4")
+    restored = labelled_reward()
+    restored.load_state(tmp_path / "step_4")
+    r = observe(restored, [GOOD[0], GOOD[0]], [True, False], n_envs=2)
+    np.testing.assert_allclose(r, [1 / 27, 1 / 8])  # env0: 3rd sight in its episode, env1: 2nd
+    reward.close()
+    restored.close()
+
+
+def test_run_scope_counts_over_the_whole_run():
+    reward = labelled_reward(count_scope="run")
+    np.testing.assert_allclose(observe(reward, [GOOD[0]] * 3, [True] * 3), [1.0, 1 / 8, 1 / 27])
+    reward.close()
+    with pytest.raises(ValueError, match="count_scope"):
+        OniReward(model="hashing", server_url="http://127.0.0.1:9", count_scope="life")
 
 
 def test_oni_reward_survives_a_dead_server():

@@ -10,6 +10,8 @@ Three ways to turn labels into a reward (ONI, Zheng et al. 2024):
 
 The reward given to PPO for a step whose message ``msg`` has been seen ``N(msg)`` times is
 ``c_int * r_int(msg) / N(msg)^beta`` (β = 3); PPO adds ``c_ext * r_ext`` itself (``agents.env_reward_coef``).
+As in ONI's and Motif's message wrapper, ``N`` counts within the current episode of each env (reset when the
+episode ends); ``count_scope="run"`` counts over the whole run instead.
 """
 
 from __future__ import annotations
@@ -241,6 +243,7 @@ class OniReward(RewardModel):
         model_kwargs: options of the trained models (``features``, ``hidden``, ``steps_per_update``...).
         run_dir: the run folder; label statistics and a copy of the store go to ``<run_dir>/labels/``.
         rng: randomness of the online training minibatches.
+        count_scope: ``"episode"`` (ONI: N(msg) per env and episode) or ``"run"`` (pooled over the run).
     """
 
     input_key = "message"
@@ -260,8 +263,11 @@ class OniReward(RewardModel):
         model_kwargs: dict[str, Any] | None = None,
         run_dir: str | Path | None = None,
         rng: np.random.Generator | None = None,
+        count_scope: str = "episode",
         **_: Any,
     ):
+        if count_scope not in ("episode", "run"):
+            raise ValueError(f"count_scope={count_scope!r}: use labelers.count_scope=episode (ONI) or run")
         if model not in MODELS:
             raise ValueError(f"unknown ONI reward model {model!r}: pass labelers.model= one of {sorted(MODELS)}")
         if server_url is None and labeler is None:
@@ -275,7 +281,9 @@ class OniReward(RewardModel):
         self.run_dir = Path(run_dir) if run_dir else None
         self.rng = rng if rng is not None else np.random.default_rng(0)
         torch.manual_seed(int(self.rng.integers(2**31)))
-        self.counts: Counter[str] = Counter()
+        self.count_scope = count_scope
+        self.counts: Counter[str] = Counter()  # over the run: unique messages, and N(msg) for count_scope="run"
+        self.episode_counts: list[Counter[str]] = []  # per env, the current episode's N(msg)
         self.known: dict[str, int] = {}
         self.unsent: set[str] = set()  # seen here, not yet acknowledged by the server
         self.waiting: set[str] = set()  # acknowledged, label not received yet
@@ -354,18 +362,38 @@ class OniReward(RewardModel):
             True when new labels arrived and the reward model was updated.
         """
         messages = [str(m) for m in inputs]
-        at_step = np.empty(len(messages), dtype=np.float32)
+        dones = np.asarray(dones, bool)
+        n_envs = dones.shape[1] if dones.ndim == 2 else 1
+        if len(messages) != dones.size:
+            raise ValueError(f"{len(messages)} messages for a rollout of {dones.shape} steps x envs")
+        if len(self.episode_counts) != n_envs:
+            self.episode_counts = [Counter() for _ in range(n_envs)]
+        at_step = np.ones(len(messages), dtype=np.float32)
         for i, m in enumerate(messages):
+            e = i % n_envs
             if m:
                 self.counts[m] += 1
-            at_step[i] = self.counts[m] if m else 1
+                self.episode_counts[e][m] += 1
+                at_step[i] = self.counts[m] if self.count_scope == "run" else self.episode_counts[e][m]
+            if dones.reshape(-1)[i]:  # the message of the last step belongs to the episode that ends
+                self.episode_counts[e].clear()
         self._rollout = (messages, at_step)
         return self._sync(messages)
 
     def _counts(self, messages: list[str]) -> np.ndarray:
         if self._rollout is not None and self._rollout[0] == messages:
             return self._rollout[1]
-        return np.array([max(self.counts[m], 1) for m in messages], dtype=np.float32)
+        return self._running_counts(messages)
+
+    def _running_counts(self, messages: list[str]) -> np.ndarray:
+        """N(msg) of a batch not seen by observe_rollout, read as one episode (videos, evaluation)."""
+        seen: Counter[str] = Counter()
+        out = np.ones(len(messages), dtype=np.float32)
+        for i, m in enumerate(messages):
+            if m:
+                seen[m] += 1
+                out[i] = seen[m] + (self.counts[m] if self.count_scope == "run" else 0)
+        return out
 
     def predict(self, batch: Sequence[str]) -> np.ndarray:
         """``float32 (N,)``: ``c_int * r_int(msg) / N(msg)^beta``; 0 for empty or not-yet-labeled messages."""
@@ -374,9 +402,9 @@ class OniReward(RewardModel):
         return self._score(messages, self._counts(messages))
 
     def evaluate(self, batch: Sequence[str]) -> np.ndarray:
-        """Like :meth:`predict` with the current counts, without submitting or counting anything."""
+        """Like :meth:`predict`, counting the batch as one episode, without submitting or counting anything."""
         messages = [str(m) for m in batch]
-        return self._score(messages, np.array([max(self.counts[m], 1) for m in messages], dtype=np.float32))
+        return self._score(messages, self._running_counts(messages))
 
     def _score(self, messages: list[str], counts: np.ndarray) -> np.ndarray:
         if self.model_name == "hashing":
@@ -447,7 +475,12 @@ class OniReward(RewardModel):
         """Counts, labels received, the reward model; plus label statistics in the run folder."""
         dir = Path(dir)
         dir.mkdir(parents=True, exist_ok=True)
-        state = {"counts": dict(self.counts), "known": self.known, "waiting": sorted(self.waiting | self.unsent)}
+        state = {
+            "counts": dict(self.counts),
+            "episode_counts": [dict(c) for c in self.episode_counts],
+            "known": self.known,
+            "waiting": sorted(self.waiting | self.unsent),
+        }
         write_json(dir / "oni_state.json", state, indent=None)
         with atomic_path(dir / "oni_model.pt") as tmp:
             torch.save(self.model.state_dict(), tmp)
@@ -460,6 +493,7 @@ class OniReward(RewardModel):
         dir = Path(dir)
         state = json.loads((dir / "oni_state.json").read_text())
         self.counts = Counter(state["counts"])
+        self.episode_counts = [Counter(c) for c in state.get("episode_counts", [])]
         self.known = {k: int(v) for k, v in state["known"].items()}
         self.unsent = set(state["waiting"])
         self.model.load_state_dict(torch.load(dir / "oni_model.pt", weights_only=False))
