@@ -40,6 +40,25 @@ class FragmentPair:
 
 
 @dataclass(frozen=True)
+class FragmentPairs:
+    """A batch of preference queries and where their segments came from (what a fragmenter returns).
+
+    Attributes:
+        pairs: the queries, in order.
+        first_index: ``int64 (P, T)`` positions of each first segment's steps in the fragmenter's source
+            (dataset rows offline; step-major positions in the recent-rollout buffer online).
+        second_index: ``int64 (P, T)`` the same for the second segments.
+    """
+
+    pairs: tuple[FragmentPair, ...]
+    first_index: np.ndarray
+    second_index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+@dataclass(frozen=True)
 class Label:
     """A labeler's answer.
 
@@ -49,12 +68,15 @@ class Label:
         source: which labeler produced it (e.g. ``"teacher"``, ``"vlm:gpt-4o"``).
         cached: True when served from the label cache (no endpoint call was paid).
         raw: the model's raw answer, kept for audits.
+        failed: True when no answer was obtained (endpoint error, spend budget used up): never cached, so a
+            later run asks again.
     """
 
     value: int
     source: str = ""
     cached: bool = False
     raw: str = ""
+    failed: bool = False
 
     @property
     def valid(self) -> bool:

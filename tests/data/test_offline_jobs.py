@@ -24,9 +24,9 @@ def test_collect_then_relabel_jobs_from_the_push_offline_experiment(tmp_path):
         f"relabel.dataset={raw}",
         f"relabel.out={out}",
         "relabel.pairs=40",
-        "relabel.fit.max_epochs=2",
-        "relabel.reward.image_size=16",
-        "relabel.reward.ensemble_size=1",
+        "labelers.max_epochs=2",
+        "labelers.image_size=16",
+        "labelers.ensemble_size=1",
     ]
     report = relabel_job.main(compose("relabel", overrides))
     assert report["labels"]["paid"] == 40

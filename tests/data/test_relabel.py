@@ -3,8 +3,10 @@ import pytest
 import torch
 
 from vlmrl.data import OfflineDataset
-from vlmrl.data.relabel import label_pairs, relabel, sample_segment_pairs
+from vlmrl.data.relabel import relabel
+from vlmrl.labelers.cache import CachedLabeler
 from vlmrl.labelers.teacher import SimulatedTeacher
+from vlmrl.preferences import DatasetFragmenter, label_stats
 from vlmrl.rewards.preference import PreferenceRewardModel
 
 
@@ -32,10 +34,10 @@ def tiny_model() -> PreferenceRewardModel:
 
 def test_segment_pairs_stay_inside_episodes():
     ds = brightness_dataset(np.random.default_rng(0), episodes=4, length=10)
-    pairs = sample_segment_pairs(ds, 500, 3, np.random.default_rng(1))
-    assert pairs.first.shape == (500, 3)
+    pairs = DatasetFragmenter(ds, 3)(500, np.random.default_rng(1))
+    assert pairs.first_index.shape == (500, 3)
     ids = ds.episode_ids()
-    for rows in (pairs.first, pairs.second):
+    for rows in (pairs.first_index, pairs.second_index):
         assert (ids[rows] == ids[rows[:, :1]]).all()
         np.testing.assert_array_equal(np.diff(rows, axis=1), 1)
 
@@ -44,15 +46,17 @@ def test_teacher_labels_follow_ground_truth_and_are_cached(tmp_path):
     from vlmrl.labelers.cache import LabelCache
 
     ds = brightness_dataset(np.random.default_rng(0))
-    pairs = sample_segment_pairs(ds, 100, 1, np.random.default_rng(1))
+    pairs = DatasetFragmenter(ds, 1)(100, np.random.default_rng(1))
     cache = LabelCache(tmp_path / "labels.sqlite")
-    labels, _, stats = label_pairs(SimulatedTeacher(), ds, pairs, cache)
-    expected = (ds.rewards[pairs.second[:, 0]] > ds.rewards[pairs.first[:, 0]]).astype(int)
+    answers = CachedLabeler(SimulatedTeacher(), cache)(pairs.pairs)
+    labels, stats = [lab.value for lab in answers], label_stats(pairs.pairs, answers)
+    expected = (ds.rewards[pairs.second_index[:, 0]] > ds.rewards[pairs.first_index[:, 0]]).astype(int)
     np.testing.assert_array_equal(labels, expected)
-    assert stats["paid"] == 100 and stats["label_accuracy"] == 1.0
-    labels2, _, stats2 = label_pairs(SimulatedTeacher(), ds, pairs, cache)
+    assert stats.paid == 100 and stats.accuracy == 1.0
+    answers2 = CachedLabeler(SimulatedTeacher(), cache)(pairs.pairs)
+    labels2, stats2 = [lab.value for lab in answers2], label_stats(pairs.pairs, answers2)
     np.testing.assert_array_equal(labels2, labels)
-    assert stats2["paid"] == 0 and stats2["cached"] == 100
+    assert stats2.paid == 0 and stats2.cache_hits == 100
 
 
 def test_relabel_learns_the_reward_and_a_rerun_pays_for_nothing(tmp_path):

@@ -3,7 +3,8 @@ import threading
 import numpy as np
 import pytest
 
-from vlmrl.labelers.cache import LabelCache, content_hash
+from vlmrl.labelers.base import Labeler
+from vlmrl.labelers.cache import CachedLabeler, LabelCache, content_hash
 from vlmrl.types import Label
 
 
@@ -49,3 +50,51 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     for t in threads:
         t.join()
     assert len(cache) == 200 and cache.get("3-49").value == 1
+
+
+class ScriptedLabeler(Labeler):
+    """Answers text queries from a script; counts what it was asked; "fail:..." queries fail."""
+
+    name = "scripted"
+
+    def __init__(self):
+        self.asked: list[str] = []
+
+    def cache_key(self, query):
+        return None if query.startswith("nocache:") else LabelCache.key(self.name, "", "", [query])
+
+    def __call__(self, queries):
+        self.asked += list(queries)
+        return [Label(-1, raw="boom", failed=True) if q.startswith("fail:") else Label(len(q) % 2) for q in queries]
+
+
+def test_cached_labeler_asks_each_key_once_and_never_stores_failures(tmp_path):
+    inner = ScriptedLabeler()
+    cached = CachedLabeler(inner, tmp_path / "c.sqlite")
+    first = cached(["ab", "abc", "fail:x", "nocache:y", "ab"])
+    assert [lab.value for lab in first] == [0, 1, -1, 1, 0] and not any(lab.cached for lab in first)
+    assert len(cached.cache) == 2  # "ab" once, "abc"; not the failure, not the uncacheable query
+    again = cached(["ab", "abc", "fail:x", "nocache:y"])
+    assert [lab.cached for lab in again] == [True, True, False, False]
+    assert inner.asked == ["ab", "abc", "fail:x", "nocache:y", "ab", "fail:x", "nocache:y"]
+    cached.close()
+    reopened = CachedLabeler(ScriptedLabeler(), LabelCache(tmp_path / "c.sqlite"))
+    assert [lab.cached for lab in reopened(["abc"])] == [True]  # across runs
+    with pytest.raises(ValueError, match="already cached"):
+        CachedLabeler(reopened, LabelCache())
+
+
+def test_cached_labeler_stores_each_answer_group_before_waiting_for_the_next(tmp_path):
+    cache = LabelCache(tmp_path / "c.sqlite")
+
+    class Streaming(ScriptedLabeler):
+        def label_as_completed(self, queries):
+            for i, q in enumerate(queries):
+                if i == 1:
+                    assert len(cache) == 1, "the first answer must be stored before the second is waited for"
+                    raise KeyboardInterrupt("killed")
+                yield {i: Label(1, raw=q)}
+
+    with pytest.raises(KeyboardInterrupt):
+        CachedLabeler(Streaming(), cache)(["a", "b"])
+    assert LabelCache.key("scripted", "", "", ["a"]) in cache  # paid before the crash, kept

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from vlmrl.annotation.stub import CONTENT_FREE_MARGIN, StubEndpoint
 from vlmrl.labelers.llm import GOALS, MISSING_LOGPROB, LLMJudge, load_prompt, parse_label, yes_no_margin
+from vlmrl.testing.stub_llm import CONTENT_FREE_MARGIN, StubEndpoint
 
 
 @pytest.mark.parametrize(

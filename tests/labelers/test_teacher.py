@@ -59,3 +59,23 @@ def test_bad_inputs_name_the_fix():
         SimulatedTeacher(gamma=0.0)
     with pytest.raises(ValueError, match="keep env_rewards"):
         SimulatedTeacher()([FragmentPair(Fragment(frames=np.zeros((1, 2, 2, 3), np.uint8)), Fragment())])
+
+
+def test_cache_key_covers_the_settings_and_the_content():
+    frames = np.zeros((1, 4, 4, 3), np.uint8)
+    pair = FragmentPair(
+        Fragment(frames=frames, env_rewards=np.array([0.1], np.float32)),
+        Fragment(frames=frames + 1, env_rewards=np.array([0.9], np.float32)),
+    )
+    key = SimulatedTeacher().cache_key(pair)
+    assert key == SimulatedTeacher().cache_key(pair)
+    other_rewards = FragmentPair(pair.first, Fragment(frames=frames + 1, env_rewards=np.array([0.8], np.float32)))
+    other_frames = FragmentPair(pair.first, Fragment(frames=frames + 2, env_rewards=np.array([0.9], np.float32)))
+    others = [
+        SimulatedTeacher(equal_threshold=0.1).cache_key(pair),
+        SimulatedTeacher(eps=0.1, rng=np.random.default_rng(0)).cache_key(pair),
+        SimulatedTeacher().cache_key(other_rewards),
+        SimulatedTeacher().cache_key(other_frames),
+        SimulatedTeacher().cache_key(FragmentPair(pair.second, pair.first)),
+    ]
+    assert key not in others and len(set(others)) == len(others)

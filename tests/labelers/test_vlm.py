@@ -3,9 +3,9 @@ import time
 import numpy as np
 import pytest
 
-from vlmrl.labelers.cache import LabelCache
-from vlmrl.labelers.stub_server import StubVLMServer, render_toy_cloth
+from vlmrl.labelers.cache import CachedLabeler, LabelCache
 from vlmrl.labelers.vlm import VLMPreferenceLabeler, parse_preference
+from vlmrl.testing.stub_vlm import StubVLMServer, render_toy_cloth
 from vlmrl.types import Fragment, FragmentPair
 
 
@@ -24,8 +24,13 @@ def toy_pairs(n, seed=0, size=48):
 
 
 def make_labeler(server, cache, **kw):
+    """The VLM labeler behind the one cache layer, as the pipelines use it."""
+    return CachedLabeler(make_vlm(server, **kw), cache)
+
+
+def make_vlm(server, **kw):
     kw = {"max_workers": 8, "backoff_base": 0.01, "backoff_max": 0.05, "timeout": 2.0, **kw}
-    return VLMPreferenceLabeler(model="stub-vlm", task="cloth_fold", base_url=server.base_url, cache=cache, **kw)
+    return VLMPreferenceLabeler(model="stub-vlm", task="cloth_fold", base_url=server.base_url, **kw)
 
 
 @pytest.mark.parametrize(
@@ -65,7 +70,7 @@ def test_stub_sees_images_and_labels_are_cached_across_runs(tmp_path):
         again = second(pairs)
         assert server.counts["total"] == calls_before  # zero endpoint calls on the re-run
         assert [lab.value for lab in again] == truth and all(lab.cached for lab in again)
-        assert second.stats["cache_hits"] == 12 and second.stats["api_calls"] == 0
+        assert cache.hits == 12 and second.endpoint_stats().get("api_calls", 0) == 0
         second.close()
 
 
@@ -77,8 +82,8 @@ def test_failing_stub_is_retried_parsed_and_cached(tmp_path):
         labels = labeler(pairs)
         for kind in ("timeout", "429", "500", "malformed"):
             assert server.counts[kind] > 0, kind
-        assert labeler.stats["retries"] >= server.counts["429"] + server.counts["500"]
-        assert labeler.stats["malformed"] == server.counts["malformed"]
+        assert labeler.endpoint_stats()["retries"] >= server.counts["429"] + server.counts["500"]
+        assert labeler.endpoint_stats()["malformed"] == server.counts["malformed"]
         assert [lab.value for lab in labels] == truth  # every label recovered despite the failures
         labeler.close()
 
@@ -97,7 +102,8 @@ def test_endpoint_that_always_fails_drops_labels_without_crashing():
         labels = labeler(pairs)
         assert [lab.value for lab in labels] == [-1] * 4
         assert all(lab.raw.startswith("error: InternalServerError") for lab in labels)
-        assert server.counts["500"] == 4 * 3 and labeler.stats["errors"] == 4
+        assert server.counts["500"] == 4 * 3 and labeler.endpoint_stats()["errors"] == 4
+        assert all(lab.failed for lab in labels)
         assert len(cache) == 0  # failures are not cached: the next run tries again
         labeler.close()
 
@@ -138,12 +144,22 @@ def test_rate_limit_spaces_requests():
 def test_configuration_errors_name_the_fix(monkeypatch):
     monkeypatch.delenv("VLMRL_TEST_KEY", raising=False)
     with pytest.raises(ValueError, match="VLMRL_TEST_KEY is not set"):
-        VLMPreferenceLabeler(
-            model="m", base_url="https://example.invalid/v1", api_key_env="VLMRL_TEST_KEY", cache_path=None
-        )
+        VLMPreferenceLabeler(model="m", base_url="https://example.invalid/v1", api_key_env="VLMRL_TEST_KEY")
     with pytest.raises(FileNotFoundError, match="cloth_fold"):
-        VLMPreferenceLabeler(model="m", task="no_such_task", base_url="http://127.0.0.1:1/v1", cache_path=None)
+        VLMPreferenceLabeler(model="m", task="no_such_task", base_url="http://127.0.0.1:1/v1")
     with pytest.raises(ValueError, match="needs rendered frames"):
-        VLMPreferenceLabeler(model="m", base_url="http://127.0.0.1:1/v1", cache_path=None)(
-            [FragmentPair(Fragment(), Fragment())]
-        )
+        VLMPreferenceLabeler(model="m", base_url="http://127.0.0.1:1/v1")([FragmentPair(Fragment(), Fragment())])
+
+
+def test_the_vlm_labeler_itself_caches_nothing_and_yields_answers_as_they_arrive():
+    pairs, truth = toy_pairs(4, seed=6)
+    with StubVLMServer() as server:
+        vlm = make_vlm(server)
+        groups = list(vlm.label_as_completed(pairs))
+        assert sorted(i for g in groups for i in g) == [0, 1, 2, 3] and all(len(g) == 1 for g in groups)
+        assert [lab.value for lab in vlm(pairs)] == truth and server.counts["stage1"] == 8  # asked again: no cache
+        assert vlm.cache_key(pairs[0]) == vlm.cache_key(FragmentPair(pairs[0].first, pairs[0].second))
+        assert vlm.cache_key(pairs[0]) != vlm.cache_key(pairs[1])
+        vlm.close()
+    with pytest.raises(ValueError, match="labelers.label_cache"):
+        VLMPreferenceLabeler(model="m", base_url="http://127.0.0.1:1/v1", cache_path="/tmp/labels.sqlite")

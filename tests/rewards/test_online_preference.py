@@ -4,15 +4,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
-from vlmrl.labelers.stub_server import StubVLMServer, render_toy_cloth
+from vlmrl.cli import compose
 from vlmrl.labelers.teacher import SimulatedTeacher
 from vlmrl.labelers.vlm import VLMPreferenceLabeler
 from vlmrl.rewards.online_preference import OnlinePreferenceReward
+from vlmrl.testing.stub_vlm import StubVLMServer, render_toy_cloth
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZE = 40
 
 
@@ -56,7 +55,7 @@ def test_teacher_loop_learns_the_ground_truth_ranking(tmp_path):
         reward.observe_rollout(frames, rewards, dones, step)
         assert reward.predict(np.stack(frames)).shape == (len(frames),)
     # updates at steps 48, 144, 240 (every 96 steps, the first at the first rollout)
-    assert reward.updates == 3 and reward.counts["queries"] == 120
+    assert reward.updates == 3 and reward.label_stats.queries == 120
     m = reward.metrics()
     assert m["pref_label_acc"] == 1.0 and m["pref_labels"] == 120.0
 
@@ -65,10 +64,10 @@ def test_teacher_loop_learns_the_ground_truth_ranking(tmp_path):
     assert rho >= 0.8, rho
 
     stats = json.loads((tmp_path / "labels" / "stats.json").read_text())
-    assert stats["labelers"]["teacher"]["label_acc"] == 1.0
-    assert stats["labelers"]["teacher"]["queries"] == 120 and len(stats["history"]) == 3
+    assert stats["labeler"] == "teacher" and stats["accuracy"] == 1.0
+    assert stats["queries"] == 120 and len(stats["extra"]["history"]) == 3
     with np.load(tmp_path / "labels" / "pairs.npz") as pairs:
-        assert pairs["first"].shape == (len(reward.targets), 1, 32, 32, 3)
+        assert pairs["first"].shape == (len(reward.trainer), 1, 32, 32, 3)
 
 
 def test_budget_caps_queries_and_state_round_trips(tmp_path):
@@ -77,15 +76,15 @@ def test_budget_caps_queries_and_state_round_trips(tmp_path):
     for k in range(3):
         frames, rewards, dones = toy_rollout(rng)
         reward.observe_rollout(frames, rewards, dones, (k + 1) * 96)
-    assert reward.counts["queries"] == 50 and reward.budget_left == 0
+    assert reward.label_stats.queries == 50 and reward.budget_left == 0
     reward.save_state(tmp_path / "ckpt")
 
     restored = small_reward(SimulatedTeacher(beta="inf"), tmp_path / "other", max_labels=50, seed=5)
     restored.load_state(tmp_path / "ckpt")
     probe = np.stack(toy_rollout(rng)[0][:8])
     assert np.allclose(restored.predict(probe), reward.predict(probe))
-    assert restored.counts == reward.counts and restored.next_update == reward.next_update
-    assert len(restored.targets) == len(reward.targets)
+    assert restored.label_stats == reward.label_stats and restored.next_update == reward.next_update
+    assert len(restored.trainer) == len(reward.trainer)
 
 
 def test_noisy_teacher_accuracy_is_logged(tmp_path):
@@ -106,30 +105,30 @@ def test_vlm_labeler_through_the_stub_endpoint(tmp_path):
     with StubVLMServer() as server:
 
         def factory(rng):
-            return VLMPreferenceLabeler(model="stub", base_url=server.base_url, cache_path=cache, rng=rng)
+            return VLMPreferenceLabeler(model="stub", base_url=server.base_url, rng=rng)
 
-        reward = small_reward(factory, tmp_path, queries_per_update=30, max_epochs=3)
+        reward = small_reward(factory, tmp_path, queries_per_update=30, max_epochs=3, label_cache=cache)
         frames, rewards, dones = toy_rollout(np.random.default_rng(4))
         reward.observe_rollout(frames, rewards, dones, 48)
-        assert server.counts["stage1"] == reward.counts["queries"] - reward.labeler.stats["cache_hits"]
-        assert reward.counts["valid"] >= 20 and reward.label_accuracy() >= 0.9
+        assert server.counts["stage1"] == reward.label_stats.queries - reward.label_stats.cache_hits
+        assert reward.label_stats.valid >= 20 and reward.label_accuracy() >= 0.9
         reward.close()
         stats = json.loads((tmp_path / "labels" / "stats.json").read_text())
-        assert stats["labelers"]["vlm:stub"]["endpoint"]["api_calls"] >= 2 * server.counts["stage1"]
+        assert stats["labeler"] == "vlm:stub"
+        assert stats["extra"]["endpoint"]["api_calls"] >= 2 * server.counts["stage1"]
 
 
 @pytest.mark.parametrize("name", ["teacher", "rlvlmf"])
 def test_group_configs_instantiate(name, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     monkeypatch.setenv("VLMRL_LABEL_CACHE", str(tmp_path / "c.sqlite"))
-    cfg = OmegaConf.load(ROOT / "labelers" / f"{name}.yaml")
-    cfg.device = "cpu"
+    cfg = compose("train", [f"labelers={name}", "device=cpu"]).labelers  # the group with its shared base
     reward = instantiate(cfg, run_dir=tmp_path, rng=np.random.default_rng(0))
     assert isinstance(reward, OnlinePreferenceReward) and reward.input_key == "frame"
     assert (tmp_path / "labels").is_dir()
     reward.close()
     if name == "rlvlmf":
-        assert (tmp_path / "c.sqlite").exists() and reward.labeler.max_queries == 500
+        assert (tmp_path / "c.sqlite").exists() and reward.labeler.labeler.max_queries == 500
 
 
 def test_bad_configuration_is_refused(tmp_path):
@@ -166,14 +165,14 @@ def test_train_job_with_the_teacher_on_cloth_fold_writes_labels_and_resumes(tmp_
     assert main(["train", *common, "agents.total_timesteps=128"]) == 0
     run = Path(json.loads(capsys.readouterr().out)["run_dir"])
     stats = json.loads((run / "labels" / "stats.json").read_text())
-    assert stats["labelers"]["teacher"]["queries"] == 40 and stats["updates"] == 2
+    assert stats["queries"] == 40 and stats["extra"]["updates"] == 2
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["pref_labels"] for r in rows] == [20.0, 40.0]  # one update per 64-step rollout
     assert (run / "checkpoints" / "step_128" / "reward_model.pt").exists()
 
     assert main(["train", *common, "agents.total_timesteps=192", "resume=true"]) == 0
     stats = json.loads((run / "labels" / "stats.json").read_text())
-    assert stats["labelers"]["teacher"]["queries"] == 60 and stats["updates"] == 3  # counters carried over
+    assert stats["queries"] == 60 and stats["extra"]["updates"] == 3  # counters carried over
 
 
 @pytest.mark.slow
@@ -203,11 +202,13 @@ def test_train_job_with_the_vlm_labeler_pays_each_label_once(tmp_path, capsys, m
         ]
         assert main(["train", *common, f"run_dir={tmp_path / 'a'}"]) == 0
         first_calls = server.counts["stage1"]
-        stats = json.loads((tmp_path / "a" / "labels" / "stats.json").read_text())
-        vlm = stats["labelers"]["vlm:gpt-4o"]
-        assert vlm["queries"] == 20 and 0 < first_calls <= 20 and vlm["endpoint"]["api_calls"] >= 2 * first_calls
+        vlm = json.loads((tmp_path / "a" / "labels" / "stats.json").read_text())
+        assert vlm["labeler"] == "vlm:gpt-4o"
+        assert (
+            vlm["queries"] == 20 and 0 < first_calls <= 20 and vlm["extra"]["endpoint"]["api_calls"] >= 2 * first_calls
+        )
         assert main(["train", *common, f"run_dir={tmp_path / 'b'}"]) == 0
         assert server.counts["stage1"] == first_calls  # same seed, same frames: every label from the cache
-        again = json.loads((tmp_path / "b" / "labels" / "stats.json").read_text())["labelers"]["vlm:gpt-4o"]
-        assert again["queries"] == 20 and again["endpoint"].get("api_calls", 0) == 0
+        again = json.loads((tmp_path / "b" / "labels" / "stats.json").read_text())
+        assert again["queries"] == 20 and again["extra"]["endpoint"].get("api_calls", 0) == 0
     capsys.readouterr()

@@ -3,13 +3,14 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from vlmrl.labelers.stub_server import render_toy_cloth
 from vlmrl.labelers.teacher import SimulatedTeacher
+from vlmrl.preferences import RewardTrainer
 from vlmrl.rewards.preference import (
     PreferenceRewardModel,
     bradley_terry_loss,
     downsample_frames,
 )
+from vlmrl.testing.stub_vlm import render_toy_cloth
 from vlmrl.types import Fragment, FragmentPair
 
 
@@ -55,7 +56,7 @@ def test_teacher_labels_train_a_reward_that_ranks_held_out_frames():
     model = PreferenceRewardModel(ensemble_size=3, image_size=32, lr=3e-3, batch_size=32)
     first = downsample_frames(frames[i][keep][:, None], 32)
     second = downsample_frames(frames[j][keep][:, None], 32)
-    stats = model.fit(first, second, labels[keep], rng=rng, max_epochs=20)
+    stats = RewardTrainer(model, max_epochs=20).fit(first, second, labels[keep], rng=rng)
     assert stats["acc"] > 0.8
 
     held_out, held_folds = toy_frames(200, np.random.default_rng(1))
@@ -90,7 +91,7 @@ def test_max_steps_caps_gradient_steps():
     model = PreferenceRewardModel(ensemble_size=2, image_size=16, batch_size=8)
     first = rng.integers(0, 255, (40, 1, 16, 16, 3), dtype=np.uint8)
     second = rng.integers(0, 255, (40, 1, 16, 16, 3), dtype=np.uint8)
-    stats = model.fit(first, second, rng.integers(0, 2, 40), rng=rng, max_epochs=10, max_steps=7)
+    stats = RewardTrainer(model, max_epochs=10, max_steps=7).fit(first, second, rng.integers(0, 2, 40), rng=rng)
     assert stats["steps"] == 7 and stats["epochs"] == 2  # 5 steps per epoch: stops 2 steps into epoch 2
 
 
@@ -107,7 +108,8 @@ def test_save_and_load_round_trip(tmp_path):
 @pytest.mark.slow
 def test_teacher_labels_on_real_cloth_frames_rank_held_out_episodes():
     """Scripted folds (noise 0 / 0.3 / 0.6) on the MuJoCo cloth: Spearman(learned reward, -metric) >= 0.8."""
-    from vlmrl.envs.cloth import ScriptedFoldPolicy, make_cloth_fold
+    from vlmrl.envs.cloth import make_cloth_fold
+    from vlmrl.envs.experts import ScriptedFoldPolicy
 
     env = make_cloth_fold(width=64, height=64, max_episode_steps=40)
 
@@ -140,6 +142,6 @@ def test_teacher_labels_on_real_cloth_frames_rank_held_out_episodes():
     labels = np.array([lab.value for lab in SimulatedTeacher(beta="inf", equal_threshold=1e-3)(pairs)])
     keep = labels != -1
     model = PreferenceRewardModel(ensemble_size=3, image_size=64, lr=1e-3, batch_size=32)
-    model.fit(frames[i][keep][:, None], frames[j][keep][:, None], labels[keep], rng=rng, max_epochs=30)
+    RewardTrainer(model, max_epochs=30).fit(frames[i][keep][:, None], frames[j][keep][:, None], labels[keep], rng=rng)
     rho = spearmanr(model.predict(held_frames), -held_metric).statistic
     assert rho >= 0.8, rho

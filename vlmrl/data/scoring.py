@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from vlmrl.rewards.base import RewardModel
+from vlmrl.rollouts import score_in_batches
+from vlmrl.runs import atomic_path, write_json
 
 MANIFEST = "manifest.json"
 
@@ -51,7 +52,7 @@ class ShardStore:
                     " delete the folder or write the relabeled dataset somewhere else"
                 )
         else:
-            _atomic_write_text(path, json.dumps(manifest))
+            write_json(path, manifest, indent=None)
 
     @property
     def num_shards(self) -> int:
@@ -76,12 +77,10 @@ class ShardStore:
         expected = len(self.rows(shard))
         if len(rewards) != expected:
             raise ValueError(f"shard {shard}: got {len(rewards)} rewards for {expected} rows")
-        tmp = self.path(shard).with_suffix(f".tmp-{os.getpid()}.npy")
-        with open(tmp, "wb") as fh:
+        with atomic_path(self.path(shard)) as tmp, open(tmp, "wb") as fh:
             np.save(fh, rewards)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.path(shard))
 
     def assemble(self) -> np.ndarray:
         """All rewards ``float32 (num_rows,)``; every shard must be present."""
@@ -89,30 +88,6 @@ class ShardStore:
         if missing:
             raise RuntimeError(f"{self.folder}: shards {missing[:5]}... are not scored yet")
         return np.concatenate([np.load(self.path(s)) for s in range(self.num_shards)])
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _check_rewards(rewards: np.ndarray, n: int, what: str) -> np.ndarray:
-    rewards = np.asarray(rewards, np.float32).reshape(-1)
-    if len(rewards) != n:
-        raise ValueError(f"{what}.predict returned {len(rewards)} rewards for a batch of {n}; it must return (N,)")
-    if not np.isfinite(rewards).all():
-        raise ValueError(f"{what}.predict returned NaN or inf rewards")
-    return rewards
-
-
-def predict_in_batches(reward: RewardModel, inputs: np.ndarray | Sequence, batch_size: int) -> np.ndarray:
-    """``reward.predict`` over ``inputs`` in batches of ``batch_size``; ``float32 (N,)``."""
-    out = []
-    for start in range(0, len(inputs), batch_size):
-        batch = inputs[start : start + batch_size]
-        out.append(_check_rewards(reward.predict(batch), len(batch), type(reward).__name__))
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def score_local(
@@ -129,7 +104,7 @@ def score_local(
     """
     for shard in store.missing():
         rows = store.rows(shard)
-        store.write(shard, predict_in_batches(reward, inputs[rows], batch_size))
+        store.write(shard, score_in_batches(reward, inputs[rows], batch_size, side_effect_free=False))
         if progress is not None:
             progress(store.num_shards - len(store.missing()), store.num_shards)
     return store.assemble()
@@ -151,7 +126,7 @@ class RewardActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Score ``batch["row"]`` (``int64 (B,)``); returns ``{"row", "reward"}``."""
         rows = np.asarray(batch["row"], np.int64)
-        rewards = _check_rewards(self.reward.predict(self.inputs[rows]), len(rows), type(self.reward).__name__)
+        rewards = score_in_batches(self.reward, self.inputs[rows], max(1, len(rows)), side_effect_free=False)
         return {"row": rows, "reward": rewards}
 
 

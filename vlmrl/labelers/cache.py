@@ -2,6 +2,8 @@
 
 Keys are ``sha256(labeler | model | prompt-template hash | content hashes)``; values are stored in SQLite
 (WAL mode, one committed transaction per write) so a crash loses nothing that was acknowledged.
+:class:`CachedLabeler` is the one cache layer: it wraps any labeler that names its cache key
+(:meth:`~vlmrl.labelers.base.Labeler.cache_key`), online and offline alike.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vlmrl.types import Label
+from vlmrl.labelers.base import Labeler
+from vlmrl.types import FragmentPair, Label
 
 
 def content_hash(item: bytes | str | np.ndarray) -> str:
@@ -122,3 +126,87 @@ class LabelCache:
         """Close the database."""
         with self._lock:
             self._db.close()
+
+
+class CachedLabeler(Labeler):
+    """Serves answers from a :class:`LabelCache` and asks the wrapped labeler only for the rest.
+
+    Every answer is stored as soon as the wrapped labeler yields it (:meth:`Labeler.label_as_completed`), so
+    neither a crash nor a later run pays for it again. Failed labels (``Label.failed``) are not stored, and
+    queries whose :meth:`~Labeler.cache_key` is ``None`` are always asked.
+
+    Args:
+        labeler: the labeler that answers cache misses.
+        cache: an open :class:`LabelCache` (shared, not closed here), or the path of its SQLite file
+            (``~`` expanded; opened and closed by this object).
+
+    Example:
+        >>> import numpy as np
+        >>> from vlmrl.labelers.teacher import SimulatedTeacher
+        >>> from vlmrl.types import Fragment, FragmentPair
+        >>> labeler = CachedLabeler(SimulatedTeacher(), LabelCache())
+        >>> pair = FragmentPair(Fragment(env_rewards=np.array([0.1])), Fragment(env_rewards=np.array([0.9])))
+        >>> [(lab.value, lab.cached) for lab in labeler([pair]) + labeler([pair])]
+        [(1, False), (1, True)]
+    """
+
+    def __init__(self, labeler: Labeler, cache: LabelCache | str | Path):
+        if isinstance(labeler, CachedLabeler):
+            raise ValueError("the labeler is already cached: wrap the inner labeler once")
+        self.labeler = labeler
+        self.name = labeler.name
+        self._owns_cache = not isinstance(cache, LabelCache)
+        self.cache = LabelCache(Path(cache).expanduser()) if self._owns_cache else cache
+
+    def __call__(self, queries: Sequence[Any]) -> list[Label]:
+        """Label ``queries``: cached answers have ``cached=True``; the misses go to the wrapped labeler in one call."""
+        keys = [self.labeler.cache_key(q) for q in queries]
+        out: list[Label | None] = [None] * len(queries)
+        todo = []
+        for i, key in enumerate(keys):
+            hit = None if key is None else self.cache.get(key)
+            if hit is None:
+                todo.append(i)
+            else:
+                out[i] = hit
+        if todo:
+            for answers in self.labeler.label_as_completed([queries[i] for i in todo]):
+                rows: dict[str, tuple[str, Label, dict]] = {}  # one row per key, however often it was asked
+                for j, label in answers.items():
+                    i = todo[j]
+                    out[i] = label
+                    if keys[i] is not None and not label.failed:
+                        rows[keys[i]] = (keys[i], label, _query_meta(self.name, queries[i]))
+                if rows:  # stored before the next answers are waited for
+                    self.cache.put_many(rows.values())
+        missing = [i for i, label in enumerate(out) if label is None]
+        if missing:
+            raise ValueError(f"labeler {self.name} gave no label for {len(missing)} of {len(todo)} queries")
+        return out  # type: ignore[return-value]
+
+    def cache_key(self, query: Any) -> str | None:
+        """The wrapped labeler's key."""
+        return self.labeler.cache_key(query)
+
+    @property
+    def exhausted(self) -> bool:
+        """The wrapped labeler's budget state (cached answers stay free after it)."""
+        return self.labeler.exhausted
+
+    def endpoint_stats(self) -> dict[str, int]:
+        """The wrapped labeler's endpoint counters."""
+        return self.labeler.endpoint_stats()
+
+    def close(self) -> None:
+        """Close the wrapped labeler, and the cache if this object opened it."""
+        self.labeler.close()
+        if self._owns_cache:
+            self.cache.close()
+
+
+def _query_meta(labeler: str, query: Any) -> dict[str, Any]:
+    """Provenance stored beside a label: the labeler and, for fragment pairs, the fragments' ``meta``."""
+    meta: dict[str, Any] = {"labeler": labeler}
+    if isinstance(query, FragmentPair) and (query.first.meta or query.second.meta):
+        meta.update(first=query.first.meta, second=query.second.meta)
+    return meta

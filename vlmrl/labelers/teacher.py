@@ -8,13 +8,15 @@ and an equal threshold (returns too close to tell apart).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from vlmrl.labelers.base import Labeler
-from vlmrl.types import FragmentPair, Label
+from vlmrl.labelers.cache import LabelCache
+from vlmrl.types import Fragment, FragmentPair, Label
 
 
 def discounted_segment_return(rewards: np.ndarray, gamma: float) -> float:
@@ -82,6 +84,22 @@ class SimulatedTeacher(Labeler):
             )
         return discounted_segment_return(rewards, self.gamma)
 
+    def cache_key(self, query: FragmentPair) -> str:
+        """Key over the teacher's settings and both fragments' content (frames, else observations) and rewards."""
+        settings = json.dumps(
+            {
+                "beta": self.beta,
+                "gamma": self.gamma,
+                "eps": self.eps,
+                "skip_threshold": self.skip_threshold,
+                "equal_threshold": self.equal_threshold,
+            },
+            sort_keys=True,
+        )
+        contents = [_content(query.first), _content(query.second)]
+        contents += [np.asarray(f.env_rewards) for f in (query.first, query.second) if f.env_rewards is not None]
+        return LabelCache.key(self.name, "", settings, [c for c in contents if c is not None])
+
     def __call__(self, queries: Sequence[FragmentPair]) -> list[Label]:
         """Label pairs: 0 = first better, 1 = second better, -1 = skipped or equal.
 
@@ -110,3 +128,10 @@ class SimulatedTeacher(Labeler):
                 value = 1 - value
             labels.append(Label(value, source=self.name, raw=f"{r1:.6g} vs {r2:.6g}"))
         return labels
+
+
+def _content(fragment: Fragment) -> np.ndarray | None:
+    """What a fragment shows: its frames, else its observations."""
+    if fragment.frames is not None:
+        return np.asarray(fragment.frames)
+    return None if fragment.observations is None else np.asarray(fragment.observations)

@@ -4,8 +4,10 @@ Two-stage prompting (Wang et al. 2024): stage 1 shows the model two frames and t
 analysis of which is closer to the goal; stage 2 asks (text only) to turn that analysis into ``0`` (image 1),
 ``1`` (image 2) or ``-1`` (unsure, dropped). Unlike the original's one-at-a-time loop, queries run in a
 bounded thread pool under a per-endpoint rate limit, retry with exponential backoff on 429 / 5xx / timeouts,
-and every answer is written to the :class:`~vlmrl.labelers.cache.LabelCache` before it is used, so neither a
-crash nor a re-run pays for a label twice. A spend budget (``max_queries``) stops labeling cleanly.
+and are yielded as each completes (:meth:`VLMPreferenceLabeler.label_as_completed`), so the one cache layer
+(:class:`~vlmrl.labelers.cache.CachedLabeler`, keyed by :meth:`VLMPreferenceLabeler.cache_key`) stores every
+answer before it is used: neither a crash nor a re-run pays for a label twice. A spend budget
+(``max_queries``) stops labeling cleanly.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -36,7 +38,6 @@ from vlmrl.types import FragmentPair, Label
 log = logging.getLogger(__name__)
 
 PROMPT_DIR = Path(__file__).resolve().parent.parent / "assets" / "prompts" / "rlvlmf"
-DEFAULT_CACHE = "~/.cache/vlmrl/labels.sqlite"
 RETRYABLE = (
     openai.RateLimitError,
     openai.APITimeoutError,
@@ -133,7 +134,8 @@ class VLMPreferenceLabeler(Labeler):
     """Labels :class:`~vlmrl.types.FragmentPair` queries with a VLM (RL-VLM-F two-stage prompting).
 
     Each fragment is shown by its last frame (RL-VLM-F compares single frames). Pairs whose two frames are
-    identical get -1 without a query.
+    identical get -1 without a query; a pair asked twice in one batch is paid once. It caches nothing itself:
+    wrap it in :class:`~vlmrl.labelers.cache.CachedLabeler` (the pipelines do, from ``label_cache``).
 
     Args:
         model: vision-language model name for stage 1 (e.g. ``gpt-4o``).
@@ -144,8 +146,6 @@ class VLMPreferenceLabeler(Labeler):
         text_model: model for stage 2 (default: ``model``).
         prompt_dir: folder with ``<task>.yaml`` prompt files (default: the packaged ones).
         goal: overrides the prompt file's goal sentence.
-        cache_path: SQLite label cache shared across runs; ``None`` keeps it in memory.
-        cache: an open :class:`LabelCache` (overrides ``cache_path``).
         max_workers: concurrent queries (1 = sequential, the original's way).
         requests_per_second: per-endpoint rate limit (``None``: unlimited); ``burst`` requests may go at once.
         max_retries: retries per request on 429 / 5xx / timeouts / connection errors.
@@ -153,7 +153,7 @@ class VLMPreferenceLabeler(Labeler):
             a 429's ``Retry-After`` header is honoured up to ``backoff_max``.
         timeout: per-request timeout in seconds.
         max_queries: spend budget, in paid queries (pairs sent); afterwards every new pair gets -1 and
-            ``exhausted`` turns True. ``None``: no budget.
+            ``exhausted`` turns True (those labels are ``failed``: not cached). ``None``: no budget.
         parse_retries: extra stage-2 attempts when its answer holds no label.
         image_size: resize frames to this square size before sending (``None``: as rendered).
         temperature: sampling temperature (0 as RL-VLM-F).
@@ -171,8 +171,6 @@ class VLMPreferenceLabeler(Labeler):
         text_model: str | None = None,
         prompt_dir: str | Path | None = None,
         goal: str | None = None,
-        cache_path: str | Path | None = DEFAULT_CACHE,
-        cache: LabelCache | None = None,
         max_workers: int = 8,
         requests_per_second: float | None = None,
         burst: int = 4,
@@ -187,8 +185,13 @@ class VLMPreferenceLabeler(Labeler):
         max_tokens: int = 512,
         rng: np.random.Generator | None = None,
         name: str | None = None,
-        **_: object,
+        **unused: object,
     ):
+        if unused.get("cache_path") is not None or unused.get("cache") is not None:
+            raise ValueError(
+                "the VLM labeler caches nothing itself: pass the cache to the pipeline instead"
+                " (labelers.label_cache=<file>, or CachedLabeler(labeler, LabelCache(<file>)))"
+            )
         if max_workers < 1:
             raise ValueError(f"max_workers={max_workers}: need at least 1")
         if max_queries is not None and max_queries < 0:
@@ -210,10 +213,6 @@ class VLMPreferenceLabeler(Labeler):
                     " (or set api_key_env to the variable that holds it)"
                 )
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
-        self._owns_cache = cache is None
-        if cache is None:
-            cache = LabelCache(None if cache_path is None else Path(cache_path).expanduser())
-        self.cache = cache
         self.max_workers = int(max_workers)
         self.limiter = (
             endpoint_limiter(base_url or "openai", requests_per_second, burst) if requests_per_second else None
@@ -247,10 +246,14 @@ class VLMPreferenceLabeler(Labeler):
         """True once the spend budget is used up."""
         return self.max_queries is not None and self.stats["queries"] >= self.max_queries
 
-    def query_key(self, pair: FragmentPair) -> str:
-        """Cache key of one pair (labeler, model, template hash, both frames' content hashes)."""
-        a, b = self._frames(pair)
-        return LabelCache.key("rlvlmf", self.model, self.template, [a, b])
+    def endpoint_stats(self) -> dict[str, int]:
+        """Counters: ``queries`` (pairs paid for), ``api_calls``, ``retries``, ``errors``, ``malformed`` ..."""
+        with self._lock:
+            return {k: int(v) for k, v in self.stats.items()}
+
+    def cache_key(self, query: FragmentPair) -> str:
+        """Cache key of one pair: model, template (prompts, stage-2 model, temperature, size), both frames' hashes."""
+        return self._key(*self._frames(query))
 
     def __call__(self, queries: Sequence[FragmentPair]) -> list[Label]:
         """Label pairs: 0 = first closer to the goal, 1 = second, -1 = unsure / failed / over budget.
@@ -259,36 +262,40 @@ class VLMPreferenceLabeler(Labeler):
             queries: pairs whose fragments carry ``frames`` (``uint8 (T, H, W, 3)``; the last frame is shown).
 
         Returns:
-            One :class:`Label` per pair, in order; ``cached`` is True for answers served from the cache.
+            One :class:`Label` per pair, in order; ``failed`` is True for endpoint errors and budget refusals.
         """
         out: list[Label | None] = [None] * len(queries)
+        for answers in self.label_as_completed(queries):
+            for i, label in answers.items():
+                out[i] = label
+        return [lab for lab in out if lab is not None]
+
+    def label_as_completed(self, queries: Sequence[FragmentPair]) -> Iterator[dict[int, Label]]:
+        """Yield ``{query index: label}``: first the labels known without a query, then each answer as it arrives."""
+        ready: dict[int, Label] = {}
         todo: dict[str, tuple[np.ndarray, np.ndarray, list[int]]] = {}
         for i, pair in enumerate(queries):
             a, b = self._frames(pair)
             if a.shape == b.shape and np.array_equal(a, b):
-                out[i] = Label(-1, source=self.name, raw="identical images")
+                ready[i] = Label(-1, source=self.name, raw="identical images")
                 with self._lock:
                     self.stats["identical"] += 1
                 continue
-            key = LabelCache.key("rlvlmf", self.model, self.template, [a, b])
-            if key in todo:
+            key = self._key(a, b)
+            if key in todo:  # asked twice in one batch: paid once
                 todo[key][2].append(i)
                 continue
-            hit = self.cache.get(key)
-            if hit is not None:
-                with self._lock:
-                    self.stats["cache_hits"] += 1
-                out[i] = hit
-                continue
             todo[key] = (a, b, [i])
-        futures = {}
+        futures: dict[Future, str] = {}
         for key, (a, b, idx) in todo.items():
             if not self._reserve():
                 for i in idx:
-                    out[i] = Label(-1, source=self.name, raw="budget exhausted")
+                    ready[i] = Label(-1, source=self.name, raw="budget exhausted", failed=True)
                 continue
-            futures[key] = self._pool.submit(self._label_one, key, a, b)
-        for key, fut in futures.items():
+            futures[self._pool.submit(self._label_one, a, b)] = key
+        if ready:
+            yield ready
+        for fut in as_completed(futures):
             try:
                 label = fut.result()
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
@@ -300,16 +307,12 @@ class VLMPreferenceLabeler(Labeler):
                 with self._lock:
                     self.stats["errors"] += 1
                 log.warning("VLM query failed after retries (%s: %s); label dropped", type(e).__name__, e)
-                label = Label(-1, source=self.name, raw=f"error: {type(e).__name__}")
-            for i in todo[key][2]:
-                out[i] = label
-        return [lab for lab in out if lab is not None]
+                label = Label(-1, source=self.name, raw=f"error: {type(e).__name__}", failed=True)
+            yield dict.fromkeys(todo[futures[fut]][2], label)
 
     def close(self) -> None:
-        """Stop the worker threads and close the cache if this labeler opened it."""
+        """Stop the worker threads."""
         self._pool.shutdown(wait=True)
-        if self._owns_cache:
-            self.cache.close()
 
     # ---- internals -----------------------------------------------------------------------------------------
     @staticmethod
@@ -321,6 +324,9 @@ class VLMPreferenceLabeler(Labeler):
             frames.append(np.asarray(frag.frames[-1]))
         return frames[0], frames[1]
 
+    def _key(self, a: np.ndarray, b: np.ndarray) -> str:
+        return LabelCache.key("rlvlmf", self.model, self.template, [a, b])
+
     def _reserve(self) -> bool:
         with self._lock:
             if self.max_queries is not None and self.stats["queries"] >= self.max_queries:
@@ -329,7 +335,7 @@ class VLMPreferenceLabeler(Labeler):
             self.stats["queries"] += 1
             return True
 
-    def _label_one(self, key: str, a: np.ndarray, b: np.ndarray) -> Label:
+    def _label_one(self, a: np.ndarray, b: np.ndarray) -> Label:
         goal = self.prompt["goal"]
         stage1 = [
             {
@@ -354,16 +360,13 @@ class VLMPreferenceLabeler(Labeler):
             with self._lock:
                 self.stats["malformed"] += 1
             log.info("stage-2 answer has no label (attempt %d): %r", attempt + 1, answer[:80])
-        label = Label(
+        with self._lock:
+            self.stats["labeled"] += 1
+        return Label(
             -1 if value is None else value,
             source=self.name,
             raw=json.dumps({"analysis": analysis, "answer": answer}),
         )
-        # Stored (committed) before anyone uses it: a crash after this point never pays again.
-        self.cache.put(key, label, meta={"model": self.model, "task": self.task})
-        with self._lock:
-            self.stats["labeled"] += 1
-        return label
 
     def _chat(self, model: str, messages: list[dict]) -> str:
         for attempt in range(self.max_retries + 1):

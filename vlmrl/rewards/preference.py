@@ -2,13 +2,15 @@
 
 As in RL-VLM-F / PEBBLE: a segment's predicted return is the sum of per-frame rewards, the probability that
 the second segment is preferred is ``sigmoid(R2 - R1)``, and each ensemble member is fit with the
-cross-entropy against the labels on its own shuffle of the data. Query selection picks which candidate pairs
-to label: uniformly, by ensemble disagreement, or by the entropy of the predicted preference.
+cross-entropy against the labels on its own shuffle of the data (the loop is
+:class:`vlmrl.preferences.RewardTrainer`). Query selection picks which candidate pairs to label: uniformly, by
+ensemble disagreement, or by the entropy of the predicted preference.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -18,8 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlmrl.rewards.base import RewardModel
+from vlmrl.runs import write_bytes
 
 QUERY_SELECTIONS = ("uniform", "disagreement", "entropy")
+STATE_FILE = "reward_model.pt"
 
 
 @contextlib.contextmanager
@@ -110,8 +114,8 @@ class PreferenceRewardModel(RewardModel, nn.Module):
     Args:
         ensemble_size: number of members (RL-VLM-F uses 3).
         image_size: frames are resized to ``image_size x image_size`` before the CNN.
-        lr: Adam learning rate.
-        batch_size: pairs per gradient step.
+        lr: learning rate of the ensemble's Adam optimizer (stepped by the trainer, saved with the weights).
+        batch_size: pairs per gradient step of the trainer.
         device: torch device.
         seed: seeds the members' initial weights (so two models built alike start alike).
         num_threads: intra-op CPU threads used while training and predicting (None: torch's default).
@@ -177,83 +181,6 @@ class PreferenceRewardModel(RewardModel, nn.Module):
             self.train()
         return probs.cpu().numpy()
 
-    # ---- training ------------------------------------------------------------------------------------------
-    def fit(
-        self,
-        first: np.ndarray,
-        second: np.ndarray,
-        labels: np.ndarray,
-        rng: np.random.Generator,
-        max_epochs: int = 50,
-        target_acc: float = 0.97,
-        max_steps: int | None = None,
-    ) -> dict[str, float]:
-        """Train every member on labeled pairs until its training accuracy reaches ``target_acc``.
-
-        Args:
-            first: ``uint8 (P, T, H, W, 3)`` first segments.
-            second: ``uint8 (P, T, H, W, 3)`` second segments.
-            labels: ``(P,)`` targets: 0 = first preferred, 1 = second, 0.5 = equal.
-            rng: shuffles each member's minibatches independently (a cheap bootstrap).
-            max_epochs: upper bound on passes over the data.
-            target_acc: stop once an epoch's mean training accuracy reaches this (RL-VLM-F: 0.97).
-            max_steps: cap on gradient steps (None: no cap), so an update's cost stays flat as labels grow.
-
-        Returns:
-            ``{"loss", "acc", "epochs", "steps", "pairs"}`` of the last (possibly partial) epoch.
-        """
-        with torch_threads(self.num_threads):
-            return self._fit(first, second, labels, rng, max_epochs, target_acc, max_steps)
-
-    def _fit(self, first, second, labels, rng, max_epochs, target_acc, max_steps) -> dict[str, float]:
-        n = len(labels)
-        if not (len(first) == len(second) == n) or n == 0:
-            raise ValueError(f"fit needs equally many first/second/labels (>0), got {len(first)}/{len(second)}/{n}")
-        y = torch.as_tensor(np.asarray(labels, np.float32), device=self.device)
-        xf = frames_to_tensor(first.reshape(-1, *first.shape[2:]), self.image_size, self.device)
-        xs = frames_to_tensor(second.reshape(-1, *second.shape[2:]), self.image_size, self.device)
-        t = first.shape[1]
-        xf = xf.reshape(n, t, *xf.shape[1:])
-        xs = xs.reshape(n, t, *xs.shape[1:])
-        self.train()
-        k = len(self.members)
-        loss_sum = acc_sum = 0.0
-        epochs = steps = seen = 0
-        for epochs in range(1, max_epochs + 1):  # noqa: B007 (reported after the loop)
-            perms = [rng.permutation(n) for _ in range(k)]
-            loss_sum = correct = total = 0.0
-            seen = 0
-            for start in range(0, n, self.batch_size):
-                if max_steps is not None and steps >= max_steps:
-                    break
-                loss = 0.0
-                for member, perm in zip(self.members, perms, strict=True):
-                    idx = torch.as_tensor(perm[start : start + self.batch_size], device=self.device)
-                    bf, bs = xf[idx], xs[idx]
-                    r1 = member(bf.flatten(0, 1)).reshape(len(idx), t).sum(-1)
-                    r2 = member(bs.flatten(0, 1)).reshape(len(idx), t).sum(-1)
-                    target = y[idx]
-                    loss = loss + bradley_terry_loss(r1, r2, target)
-                    hard = target != 0.5
-                    correct += float(((r2 > r1).float() == target)[hard].sum())
-                    total += float(hard.sum())
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                loss_sum += float(loss.detach()) / k * len(idx)
-                steps += 1
-                seen += len(idx)
-            acc_sum = correct / max(total, 1.0)
-            if acc_sum >= target_acc or (max_steps is not None and steps >= max_steps):
-                break
-        return {
-            "loss": loss_sum / max(seen, 1),
-            "acc": acc_sum,
-            "epochs": float(epochs),
-            "steps": float(steps),
-            "pairs": float(n),
-        }
-
     # ---- active query selection ----------------------------------------------------------------------------
     def select_queries(
         self, first: np.ndarray, second: np.ndarray, n: int, method: str, rng: np.random.Generator
@@ -288,15 +215,21 @@ class PreferenceRewardModel(RewardModel, nn.Module):
 
     # ---- persistence ---------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write the members' and optimizer's weights to ``path`` (atomic replace)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({"model": self.state_dict(), "optimizer": self.optimizer.state_dict()}, tmp)
-        tmp.replace(path)
+        """Write the members' and optimizer's weights to ``path`` (atomic replace; same weights, same bytes)."""
+        buf = io.BytesIO()
+        torch.save({"model": self.state_dict(), "optimizer": self.optimizer.state_dict()}, buf)
+        write_bytes(path, buf.getvalue())
 
     def load(self, path: str | Path) -> None:
         """Load weights written by :meth:`save`."""
         state = torch.load(Path(path), map_location=self.device, weights_only=True)
         self.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+    def save_state(self, directory: Path) -> None:
+        """Write the weights to ``<directory>/reward_model.pt``."""
+        self.save(Path(directory) / STATE_FILE)
+
+    def load_state(self, directory: Path) -> None:
+        """Load the weights :meth:`save_state` wrote."""
+        self.load(Path(directory) / STATE_FILE)
