@@ -93,6 +93,8 @@ class Agent(abc.ABC):
 
     #: checkpoint file suffixes this agent writes (``checkpoints/step_<N><suffix>``)
     checkpoint_suffixes: tuple[str, ...] = (".zip",)
+    #: False for agents that learn from stored rewards (offline IQL): the job then builds no reward source
+    uses_reward_source: bool = True
 
     @abc.abstractmethod
     def train(self, ctx: TrainContext) -> dict[str, Any]:

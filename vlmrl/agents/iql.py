@@ -98,6 +98,7 @@ class IQLAgent(Agent):
     """
 
     checkpoint_suffixes = (".d3",)
+    uses_reward_source = False  # trains on the dataset's stored (relabeled) rewards
 
     def __init__(
         self,

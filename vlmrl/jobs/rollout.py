@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         raise FileNotFoundError(f"{run.path} has no checkpoint of a {type(agent).__name__} yet")
     rng = np.random.default_rng(cfg.seed)
     env_fn = instantiate(run_cfg.envs, _partial_=True)
-    reward = build_reward(run_cfg, run, rng)
+    reward = build_reward(run_cfg, run, rng) if agent.uses_reward_source else None
     out = Path(cfg.out) if cfg.out else run.videos / f"rollout_{ckpt.stem}.mp4"
     try:
         ctx = RolloutContext(

@@ -46,9 +46,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     env_fn = instantiate(cfg.envs, _partial_=True) if cfg.get("envs") else None
-    reward = build_reward(cfg, run, rng)
+    agent = build_agent(cfg)
+    reward = build_reward(cfg, run, rng) if agent.uses_reward_source else None
     try:
-        agent = build_agent(cfg)
         videos = RolloutVideos(env_fn, reward) if env_fn is not None else None
         ctx = TrainContext(env_fn, reward, run, rng, resume=bool(cfg.resume), videos=videos, cfg=cfg)
         result = agent.train(ctx)
