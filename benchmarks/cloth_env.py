@@ -24,12 +24,11 @@ import numpy as np  # noqa: E402
 from vlmrl.envs.cloth import (  # noqa: E402
     ClothFoldEnv,
     ClothSpreadEnv,
-    ScriptedFoldPolicy,
-    ScriptedSpreadPolicy,
     make_cloth_fold,
     make_cloth_spread,
 )
-from vlmrl.envs.manipulation import PushEnv, ScriptedPushPolicy, make_push  # noqa: E402
+from vlmrl.envs.experts import ScriptedFoldPolicy, ScriptedPushPolicy, ScriptedSpreadPolicy  # noqa: E402
+from vlmrl.envs.push import PushEnv, make_push  # noqa: E402
 from vlmrl.rollouts import play_episode  # noqa: E402
 
 

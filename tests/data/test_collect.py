@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from vlmrl.data.collect import Behaviour, collect, parse_mixture, split_episodes
-from vlmrl.envs.manipulation import ScriptedPushPolicy, make_push
+from vlmrl.envs.experts import ScriptedPushPolicy
+from vlmrl.envs.push import make_push
 
 
 def push_env():

@@ -10,18 +10,23 @@ pytest.importorskip("textworld")
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
 from vlmrl.envs.alfworld import (  # noqa: E402
-    SHIPPED_GAMES,
     TASK_TYPES,
     AlfWorldEnv,
     GameFileError,
     default_data_dir,
     find_games,
     validate_game_dir,
+)
+from vlmrl.envs.alfworld_games import (  # noqa: E402
+    load_scenes,
+    load_shipped_games,
     write_game,
+    write_shipped_games,
 )
 
-ONE_PER_TYPE = {spec[2]: spec for spec in SHIPPED_GAMES}.values()
-FIRST = SHIPPED_GAMES[0][0]
+SHIPPED_GAMES = load_shipped_games()
+ONE_PER_TYPE = {spec.task_type: spec for spec in SHIPPED_GAMES}.values()
+FIRST = SHIPPED_GAMES[0].folder
 
 
 def test_shipped_games_cover_the_six_task_types():
@@ -32,16 +37,15 @@ def test_shipped_games_cover_the_six_task_types():
     assert len(find_games(default_data_dir(), task_types=[2])) == 2
 
 
-@pytest.mark.parametrize("spec", ONE_PER_TYPE, ids=lambda s: s[2])
+@pytest.mark.parametrize("spec", ONE_PER_TYPE, ids=lambda s: s.task_type)
 def test_walkthrough_wins_through_the_official_loader(spec):
-    folder, _, _, _, _, walkthrough = spec
-    env = AlfWorldEnv(games=[folder])
+    env = AlfWorldEnv(games=[spec.folder])
     obs, info = env.reset(seed=0)
-    assert obs.startswith("Your task is to: ") and info["task_id"] == folder
-    for i, command in enumerate(walkthrough):
+    assert obs.startswith("Your task is to: ") and info["task_id"] == spec.folder
+    for i, command in enumerate(spec.walkthrough):
         assert command in info["admissible_commands"], (command, info["admissible_commands"])
         obs, reward, terminated, truncated, info = env.step(info["admissible_commands"].index(command))
-        last = i == len(walkthrough) - 1
+        last = i == len(spec.walkthrough) - 1
         assert terminated == last and reward == float(last) and info["won"] == last
     env.close()
 
@@ -63,11 +67,31 @@ def test_check_env_and_info_contract():
     env.close()
 
 
-def test_written_game_reproduces_the_shipped_file(tmp_path):
-    folder, *spec = SHIPPED_GAMES[4]
-    path = write_game(tmp_path / folder, *spec)
-    shipped = json.loads((default_data_dir() / folder / "game.tw-pddl").read_text())
-    assert json.loads(path.read_text()) == shipped
+def test_rewriting_the_shipped_set_reproduces_every_file_byte_for_byte(tmp_path):
+    paths = write_shipped_games(tmp_path)
+    assert len(paths) == len(SHIPPED_GAMES)
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert len(written) == 3 * len(SHIPPED_GAMES)  # initial_state.pddl, traj_data.json, game.tw-pddl
+    for rel in written:
+        assert (tmp_path / rel).read_bytes() == (default_data_dir() / rel).read_bytes(), rel
+
+
+def test_authoring_tables_are_checked_and_name_the_fix(tmp_path):
+    scenes = load_scenes()
+    assert {"kitchen", "bedroom"} <= set(scenes) and {s.scene for s in SHIPPED_GAMES} <= set(scenes)
+    assert list(scenes["kitchen"]["receptacles"])[0] == "CounterTop_bar_1"  # file order fixes location numbers
+    bad = tmp_path / "scenes.yaml"
+    bad.write_text("attic:\n  receptacles: {}\n  objects:\n    Box_bar_1: {type: Box, receptacle: Shelf_bar_1}\n")
+    with pytest.raises(ValueError, match="Box_bar_1 starts in 'Shelf_bar_1'"):
+        load_scenes(bad)
+    bad = tmp_path / "games.yaml"
+    bad.write_text("- {folder: x/trial_0, scene: kitchen, task_type: pick_and_place_simple, object: Apple}\n")
+    with pytest.raises(ValueError, match=r"entry 0 \(x/trial_0\) lacks \['target'\]"):
+        load_shipped_games(bad)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_shipped_games(tmp_path / "nope.yaml")
+    with pytest.raises(ValueError, match="scene='attic' is not in"):
+        write_game(tmp_path / "g", "attic", "pick_and_place_simple", "Apple", "Fridge")
 
 
 def _copy_game(tmp_path):

@@ -7,8 +7,6 @@ from omegaconf import OmegaConf
 from vlmrl.envs.cloth import (
     ClothFoldEnv,
     ClothSpreadEnv,
-    ScriptedFoldPolicy,
-    ScriptedSpreadPolicy,
     covered_area,
     fold_distance,
     fold_pairs,
@@ -16,8 +14,9 @@ from vlmrl.envs.cloth import (
     make_cloth_fold,
     make_cloth_spread,
 )
-from vlmrl.envs.manipulation import ASSETS
+from vlmrl.envs.experts import ScriptedFoldPolicy, ScriptedSpreadPolicy
 from vlmrl.envs.rendering import is_blank
+from vlmrl.envs.tabletop import ASSETS
 
 CONF = ASSETS.parent / "conf"
 

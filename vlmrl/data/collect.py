@@ -90,7 +90,7 @@ class _Actor:
             if expert_fn is None:
                 raise ValueError(
                     "policy=expert needs a scripted expert for this env: set collect.expert"
-                    " (e.g. {_target_: vlmrl.envs.manipulation.ScriptedPushPolicy, _partial_: true})"
+                    " (e.g. {_target_: vlmrl.envs.experts.ScriptedPushPolicy, _partial_: true})"
                 )
             self.expert = expert_fn(env, noise=behaviour.noise, rng=rng, **dict(behaviour.expert_args or {}))
         elif behaviour.policy == "checkpoint":

@@ -1,4 +1,4 @@
-"""Deformable cloth on a table (MuJoCo flexcomp grid): fold it in half or spread it flat with a mocap gripper.
+"""Deformable cloth on the tabletop (MuJoCo flexcomp grid): fold it in half or spread it flat.
 
 The cloth is an ``n x n`` shell grid; vertex ``(i, j)`` has index ``i * n + j`` and starts at
 ``x = -size/2 + i * spacing``, ``y = -size/2 + j * spacing`` (before the random shift and yaw of reset).
@@ -9,6 +9,8 @@ Ground-truth metrics:
 - spread: covered area, the fraction of the flat cloth's area that the cloth's projection on the table
   covers (cells of a ``coverage_resolution`` lattice whose centres lie inside a projected triangle);
   ``reward = metric``.
+
+Their scripted experts are in :mod:`vlmrl.envs.experts`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import mujoco
 import numpy as np
 from gymnasium.wrappers import TimeLimit
 
-from vlmrl.envs.manipulation import ScriptedPolicy, TabletopEnv, _check_positive, load_template
+from vlmrl.envs.tabletop import TabletopEnv, _check_positive, load_template
 
 FOLDS = ("diagonal", "edge")
 
@@ -324,155 +326,6 @@ class ClothSpreadEnv(ClothEnv):
     def success_from_metric(self, metric: float) -> bool:
         """Spread when the covered fraction reaches the threshold."""
         return metric >= self.success_threshold
-
-
-class _PickPlacePolicy(ScriptedPolicy):
-    """Runs pick-and-place moves of cloth vertices: hover, descend, grasp, lift, carry, lower, release."""
-
-    hover_height = 0.05
-    lift_height = 0.1
-    place_height = 0.02
-    tolerance = 0.015
-
-    def reset(self) -> None:
-        """Plan anew."""
-        self._phase, self._pick, self._hold = "plan", None, 0
-
-    def _next_pick(self) -> tuple[int, np.ndarray] | None:
-        """The vertex to move next and where to put it, or ``None`` when done."""
-        raise NotImplementedError
-
-    def _place_target(self) -> np.ndarray:
-        return self._target
-
-    def _expert_action(self) -> np.ndarray:
-        env = self.env
-        grip = env.gripper_pos
-        ceiling = env.workspace_high[2] - 0.002  # a low workspace ceiling caps the heights (no endless lifting)
-        hover_height, lift_height = min(self.hover_height, ceiling), min(self.lift_height, ceiling)
-        if self._phase == "plan":
-            nxt = self._next_pick()
-            if nxt is None:
-                return self._move_toward(np.array([grip[0], grip[1], hover_height]), -1.0)
-            self._pick, self._target = nxt
-            self._phase = "approach"
-        vertex = env.cloth_positions[self._pick]
-        if self._phase == "approach":
-            goal = np.array([vertex[0], vertex[1], hover_height])
-            if np.linalg.norm(goal[:2] - grip[:2]) < self.tolerance:
-                self._phase = "descend"
-            else:
-                return self._move_toward(goal, -1.0)
-        if self._phase == "descend":
-            goal = vertex.copy()
-            if np.linalg.norm(goal - grip) < self.tolerance:
-                self._phase = "lift"
-                return self._move_toward(grip, 1.0)  # close on the vertex
-            return self._move_toward(goal, -1.0)
-        target = self._place_target()
-        if self._phase == "lift":
-            if grip[2] >= lift_height - 0.005:
-                self._phase = "carry"
-            else:
-                return self._move_toward(np.array([grip[0], grip[1], lift_height]), 1.0)
-        if self._phase == "carry":
-            goal = np.array([target[0], target[1], lift_height])
-            if np.linalg.norm(goal[:2] - grip[:2]) < self.tolerance:
-                self._phase = "lower"
-            else:
-                return self._move_toward(goal, 1.0)
-        if self._phase == "lower":
-            goal = np.array([target[0], target[1], target[2] + self.place_height])
-            if np.linalg.norm(goal - grip) < self.tolerance:
-                self._phase = "release"
-            else:
-                return self._move_toward(goal, 1.0)
-        # release, then rise to hover height before the next move
-        if grip[2] >= hover_height - 0.005:
-            self._phase = "plan"
-        return self._move_toward(np.array([grip[0], grip[1], hover_height]), -1.0)
-
-
-class ScriptedFoldPolicy(_PickPlacePolicy):
-    """Expert for :class:`ClothFoldEnv`: carry each moving corner onto its matched corner.
-
-    Diagonal: corner (0,n-1) onto corner (n-1,0). Edge: corner (0,0) onto (n-1,0), then (0,n-1) onto
-    (n-1,n-1).
-
-    Args:
-        env: a :class:`ClothFoldEnv` (wrappers allowed).
-        noise: Gaussian action noise standard deviation.
-        rng: source of the noise.
-    """
-
-    def __init__(self, env: gym.Env, noise: float = 0.0, rng: np.random.Generator | None = None):
-        super().__init__(env, noise, rng)
-        if not isinstance(self.env, ClothFoldEnv):
-            raise TypeError(f"ScriptedFoldPolicy needs a ClothFoldEnv, got {type(self.env).__name__}")
-        n = self.env.n
-        if self.env.fold == "diagonal":
-            self._moves = [(n - 1, (n - 1) * n)]
-        else:
-            self._moves = [(0, (n - 1) * n), (n - 1, n * n - 1)]
-        self.reset()
-
-    def reset(self) -> None:
-        """Start from the first corner."""
-        super().reset()
-        self._done = 0
-
-    def _next_pick(self):
-        if self._done >= len(self._moves):
-            return None
-        pick, onto = self._moves[self._done]
-        self._done += 1
-        self._onto = onto
-        return pick, None
-
-    def _place_target(self) -> np.ndarray:
-        return self.env.cloth_positions[self._onto]  # follow the matched corner if the cloth slid
-
-
-class ScriptedSpreadPolicy(_PickPlacePolicy):
-    """Expert for :class:`ClothSpreadEnv`: move the boundary vertex farthest from its flat pose back to it.
-
-    Repeats until the covered fraction clears ``success_threshold + margin`` or ``max_moves`` moves were made.
-
-    Args:
-        env: a :class:`ClothSpreadEnv` (wrappers allowed).
-        noise: Gaussian action noise standard deviation.
-        rng: source of the noise.
-        max_moves: pick-and-place moves per episode.
-    """
-
-    place_height = 0.01
-    margin = 0.01  # stop once the coverage clears the success threshold by this much
-
-    def __init__(self, env: gym.Env, noise: float = 0.0, rng: np.random.Generator | None = None, max_moves: int = 5):
-        super().__init__(env, noise, rng)
-        if not isinstance(self.env, ClothSpreadEnv):
-            raise TypeError(f"ScriptedSpreadPolicy needs a ClothSpreadEnv, got {type(self.env).__name__}")
-        n = self.env.n
-        i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-        self._boundary = np.flatnonzero(((i == 0) | (j == 0) | (i == n - 1) | (j == n - 1)).ravel())
-        self.max_moves = max_moves
-        self.reset()
-
-    def reset(self) -> None:
-        """Start counting moves again."""
-        super().reset()
-        self._moves = 0
-
-    def _next_pick(self):
-        env = self.env
-        coverage = env.gt_metric()
-        if self._moves >= self.max_moves or coverage >= env.success_threshold + self.margin:
-            return None
-        targets = env.reset_positions
-        error = np.linalg.norm(env.cloth_positions[self._boundary, :2] - targets[self._boundary, :2], axis=1)
-        k = self._boundary[int(np.argmax(error))]
-        self._moves += 1
-        return int(k), targets[k]
 
 
 def _check_episode_steps(max_episode_steps: int) -> None:

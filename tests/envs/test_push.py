@@ -4,8 +4,10 @@ from gymnasium.utils.env_checker import check_env
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from vlmrl.envs.manipulation import ASSETS, PushEnv, ScriptedPushPolicy, load_template, make_push
+from vlmrl.envs.experts import ScriptedPushPolicy
+from vlmrl.envs.push import PushEnv, make_push
 from vlmrl.envs.rendering import is_blank
+from vlmrl.envs.tabletop import ASSETS, load_template
 
 CONF = ASSETS.parent / "conf"
 
