@@ -14,6 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import gymnasium.envs.mujoco
 import numpy as np
+from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
 from vlmrl.envs.rendering import FastRenderer
 from vlmrl.runs import write_text
@@ -100,7 +101,7 @@ class FrameInfo(gym.Wrapper):
         self, env: gym.Env, width: int = 224, height: int = 224, camera: str | None = None, emit_frames: bool = True
     ):
         super().__init__(env)
-        if not hasattr(env.unwrapped, "model"):
+        if not isinstance(env.unwrapped, MujocoEnv):
             raise TypeError(f"FrameInfo needs a MuJoCo env with .model/.data, got {type(env.unwrapped).__name__}")
         self.width, self.height, self.camera = int(width), int(height), camera
         self.emit_frames = emit_frames
