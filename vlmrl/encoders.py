@@ -74,7 +74,17 @@ def _fnv1a(token: str) -> int:
     return h
 
 
-class HashingEncoder(TextEncoder):
+class _HashedEncoder(TextEncoder):
+    """Base of the weight-free encoders: ``dim`` hash buckets."""
+
+    def __init__(self, dim: int, cache_size: int = 200_000):
+        super().__init__(cache_size)
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self.dim = int(dim)
+
+
+class HashingEncoder(_HashedEncoder):
     """Hashed bag of words and word bigrams, L2-normalised: no weights, instant, deterministic.
 
     A weak but honest baseline encoder for tests and quick runs; numbers and words both count.
@@ -87,10 +97,7 @@ class HashingEncoder(TextEncoder):
     name = "hashing"
 
     def __init__(self, dim: int = 256, cache_size: int = 200_000):
-        super().__init__(cache_size)
-        if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
-        self.dim = int(dim)
+        super().__init__(dim, cache_size)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -104,7 +111,7 @@ class HashingEncoder(TextEncoder):
         return out
 
 
-class CharNgramEncoder(TextEncoder):
+class CharNgramEncoder(_HashedEncoder):
     """Hashed character 1-, 2- and 3-grams of ``^text$`` (lower-cased), L2-normalised; no weights needed.
 
     Each n-gram adds 1 to bucket ``blake2b-32(ngram) % dim``; unlike :class:`HashingEncoder` it sees inside
@@ -118,10 +125,7 @@ class CharNgramEncoder(TextEncoder):
     name = "char_ngrams"
 
     def __init__(self, dim: int = 1024, cache_size: int = 200_000):
-        super().__init__(cache_size)
-        if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
-        self.dim = int(dim)
+        super().__init__(dim, cache_size)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

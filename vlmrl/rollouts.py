@@ -22,6 +22,11 @@ Policy = Callable[[Any, dict], Any]
 ``info["admissible_commands"]`` from it)."""
 
 
+def no_admissible_commands(info: dict) -> bool:
+    """Stop predicate of text envs: the game offers no command, so the episode ends there."""
+    return not info["admissible_commands"]
+
+
 def as_batch(items: Sequence) -> np.ndarray | list:
     """Frames become one ``(N, H, W, 3)`` array; text stays a list."""
     if len(items) and isinstance(items[0], np.ndarray):

@@ -26,7 +26,7 @@ from torch import nn
 from vlmrl.agents.base import Agent, RolloutContext, TrainContext
 from vlmrl.encoders import SentenceEncoder, TextEncoder
 from vlmrl.rewards.base import RewardModel
-from vlmrl.rollouts import play_episode, score_in_batches
+from vlmrl.rollouts import no_admissible_commands, play_episode, score_in_batches
 from vlmrl.runs import RunFolder, atomic_path
 
 # ---------------------------------------------------------------------------------------------------------
@@ -115,11 +115,6 @@ class Trajectory:
 
 def _task_of(info: dict[str, Any], first_obs: str) -> str:
     return str(info.get("task_id") or info.get("goal") or first_obs)
-
-
-def no_admissible_commands(info: dict[str, Any]) -> bool:
-    """True when the game offers nothing to do: a text episode stops there."""
-    return not info["admissible_commands"]
 
 
 class GFlowNetAgent(Agent):
@@ -528,7 +523,6 @@ __all__ = [
     "GFlowNetAgent",
     "PairScorer",
     "Trajectory",
-    "no_admissible_commands",
     "random_policy",
     "trajectory_balance_loss",
 ]

@@ -23,7 +23,7 @@ from torch import nn
 from vlmrl.agents.base import Agent, RolloutContext, TrainContext
 from vlmrl.agents.ppo import CheckpointEvery, RolloutRewardCallback
 from vlmrl.encoders import SentenceEncoder, TextEncoder
-from vlmrl.rollouts import Policy, iter_episodes
+from vlmrl.rollouts import Policy, iter_episodes, no_admissible_commands
 
 
 def _require_sb3_contrib():
@@ -146,10 +146,6 @@ class _SuccessLog(BaseCallback):
         }
         self.wins = []
         return row
-
-
-def _no_commands(info: dict) -> bool:
-    return not info["admissible_commands"]
 
 
 class _RecordCommand(gym.Wrapper):
@@ -309,7 +305,7 @@ class TextPPOAgent(Agent):
                 title="MaskablePPO",
                 frames="info",
                 fps=2,
-                stop=_no_commands,
+                stop=no_admissible_commands,
             )
         return {
             "steps": int(self.model.num_timesteps),
@@ -342,7 +338,7 @@ class TextPPOAgent(Agent):
             title=f"MaskablePPO {Path(checkpoint).name}",
             frames="info",
             fps=2,
-            stop=_no_commands,
+            stop=no_admissible_commands,
         )
 
     def act_text(self, observation: str, commands: list[str], deterministic: bool = False) -> int:
