@@ -1,6 +1,12 @@
 """Against a real llama.cpp server with SmolLM2-135M (the embedded backend)."""
 
 import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
 
@@ -53,3 +59,35 @@ def test_server_stores_real_labels_from_the_model(llama, tmp_path):
         labels = server.labels(PROGRESS[:3] + NOISE[:3])
     assert stats["labels"] == 6 and stats["backend_requests"] == 6 + 3  # 3 content-free calibration prompts
     assert set(labels.values()) <= {0, 1}
+
+
+def test_kill_9_of_the_server_takes_its_llama_cpp_server_along(tmp_path):
+    script = textwrap.dedent(f"""
+        import time
+        from vlmrl.annotation.server import AnnotationServer
+        from vlmrl.labelers.llm import LLMJudge
+        s = AnnotationServer(LLMJudge(), store_path={str(tmp_path / "labels.sqlite")!r}).start()
+        print(s.backend.proc.pid, flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(child), "llama.cpp outlived the server that started it"
+        assert list(tmp_path.glob("*.pid"))  # recorded beside the store, for the next start to check
+    finally:
+        if _running(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -11,7 +11,7 @@ import pytest
 from vlmrl.annotation.client import HttpClient
 from vlmrl.annotation.server import AnnotationServer
 from vlmrl.annotation.store import AnnotationStore
-from vlmrl.labelers.llm import CONTENT_FREE, LLMJudge
+from vlmrl.labelers.llm import CONTENT_FREE, LLMJudge, Refusal
 from vlmrl.testing.stub_llm import CONTENT_FREE_MARGIN, StubEndpoint
 
 MESSAGES = [f"You see here {i} gold pieces." for i in range(10)] + [f"It's solid stone {i}." for i in range(10)]
@@ -140,3 +140,85 @@ def test_rejects_bad_config():
         AnnotationServer(judge(), batch_size=0)
     with pytest.raises(ValueError, match="goal"):
         LLMJudge(goal="shopping")
+
+
+def test_a_message_the_backend_refuses_is_dead_lettered_once_and_slows_nothing(tmp_path):
+    too_long = "You see " + "a " * 50_000  # 100k characters: more than the model's context
+    with StubEndpoint(context_chars=4000) as stub:
+        server = AnnotationServer(judge(timeout=2.0), store_path=tmp_path / "labels.sqlite", endpoint=stub.base_url,
+                                  batch_size=4, max_message_chars=200_000)  # fmt: skip
+        with server:
+            server.submit([too_long])
+            took = []
+            for i in range(6):  # messages trickle in while the refused one would be retried
+                message = f"You kill the newt {i}!"
+                t0 = time.monotonic()
+                server.submit([message])
+                while server.labels([message])[message] is None and time.monotonic() - t0 < 30:
+                    time.sleep(0.01)
+                took.append(time.monotonic() - t0)
+            stats = server.stats()
+            dead = server.store.dead_letters()
+        again = AnnotationServer(judge(timeout=2.0), store_path=tmp_path / "labels.sqlite", endpoint=stub.base_url,
+                                 max_message_chars=200_000)  # fmt: skip
+        with again:
+            assert again.submit([too_long])["new"] == 0 and again.stats()["dead_letters"] == 1  # not queued again
+            assert again.labels([too_long]) == {too_long: None}
+    assert stub.seen[too_long] == 1  # refused once, never retried
+    assert stats["dead_letters"] == 1 and stats["queue"] == 0 and stats["labels"] == 6
+    assert [m for m, _ in dead] == [too_long] and "400" in dead[0][1] and "context" in dead[0][1]
+    assert max(took) < 3.0, took
+
+
+def test_a_kill_asks_again_at_most_the_batch_in_flight(tmp_path):
+    store = tmp_path / "labels.sqlite"
+    with StubEndpoint(latency=0.1) as stub:  # a batch of 4 takes 0.4 s: the kill lands inside one
+        script = textwrap.dedent(f"""
+            import time
+            from vlmrl.annotation.server import AnnotationServer
+            from vlmrl.labelers.llm import LLMJudge
+            s = AnnotationServer(LLMJudge(timeout=5, threshold=0.5, concurrency=2), store_path={str(store)!r},
+                                 endpoint={stub.base_url!r}, batch_size=4).start()
+            print(s.url, flush=True)
+            time.sleep(600)
+        """)
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            client = HttpClient(proc.stdout.readline().strip())
+            assert client.submit(MESSAGES)["new"] == 20
+            client.close()
+            deadline = time.monotonic() + 30
+            while sum(paid_messages(stub).values()) < 6 and time.monotonic() < deadline:
+                time.sleep(0.005)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        before = dict(paid_messages(stub))
+        with AnnotationServer(judge(threshold=0.5), store_path=store, endpoint=stub.base_url) as server:
+            assert server.wait_idle(timeout=60)
+            assert server.labels(MESSAGES) == EXPECTED
+    paid = paid_messages(stub)
+    assert 6 <= sum(before.values()) < 20 and set(paid) == set(MESSAGES)
+    asked_again = [m for m, n in paid.items() if n > 1]
+    assert len(asked_again) <= 4 and max(paid.values()) <= 2, paid  # at most one batch (batch_size=4)
+
+
+def test_a_refused_prompt_in_a_batched_request_is_singled_out():
+    with StubEndpoint(context_chars=4000) as stub:
+        batched = LLMJudge(base_url=stub.base_url, batch_prompts=True, threshold=0.5)
+        out = batched.attempt(["You kill the newt!", "x" * 5000, "It's a wall."])
+        batched.close()
+    assert out[0].value == 1 and out[2].value == 0
+    assert isinstance(out[1], Refusal) and out[1].error.startswith("http_400")
+    assert batched.try_label(["x" * 5000]) == [None]  # try_label keeps its contract: None is "not labeled"
+
+
+def test_an_endpoint_that_refuses_everything_dead_letters_nothing(tmp_path):
+    with StubEndpoint(context_chars=10) as stub:  # every prompt refused: a misconfiguration, not bad messages
+        with AnnotationServer(judge(threshold=0.5), endpoint=stub.base_url, max_backoff=0.05) as server:
+            server.submit(MESSAGES[:3])
+            deadline = time.monotonic() + 10
+            while server.stats()["failed_batches"] < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            stats = server.stats()
+    assert stats["failed_batches"] >= 3 and stats["dead_letters"] == 0 and stats["queue"] == 3  # kept for the fix

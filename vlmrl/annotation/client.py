@@ -8,15 +8,16 @@ this one, with no HTTP in between.
 from __future__ import annotations
 
 import abc
-import contextlib
+import logging
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from vlmrl.http_json import JsonClient
+import httpx
 
 if TYPE_CHECKING:
     from vlmrl.annotation.core import AnnotationCore
+
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would flood training logs
 
 
 class AnnotationClient(abc.ABC):
@@ -24,7 +25,11 @@ class AnnotationClient(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, messages: list[str]) -> dict[str, int]:
-        """Queue messages; returns ``{"accepted", "new", "known"}`` once they are durably queued."""
+        """Queue messages; returns ``{"accepted", "new", "known"}`` once they are durably queued.
+
+        Raises:
+            ValueError: a message is longer than the server's ``max_message_chars`` (nothing was queued).
+        """
 
     @abc.abstractmethod
     def labels(self, messages: list[str]) -> dict[str, int | None]:
@@ -39,10 +44,11 @@ class AnnotationClient(abc.ABC):
 
 
 class HttpClient(AnnotationClient):
-    """Talks to an annotation server over HTTP (keep-alive).
+    """Talks to an annotation server over HTTP, on one persistent (keep-alive) connection.
 
-    Calls raise :class:`PermissionError` (naming ``token_env``) when the server wants a bearer token, and
-    :class:`httpx.HTTPError` when it is unreachable or answers with an error status.
+    Calls raise :class:`PermissionError` (naming ``token_env``) when the server wants a bearer token,
+    :class:`ValueError` when it refuses a message as too long (422), and :class:`httpx.HTTPError` when it is
+    unreachable or answers with another error status.
 
     Args:
         url: the server's base URL (``http://127.0.0.1:8765``).
@@ -53,32 +59,32 @@ class HttpClient(AnnotationClient):
     def __init__(self, url: str, token_env: str = "VLMRL_ANNOTATION_TOKEN", timeout: float = 10.0):
         self.url = url.rstrip("/")
         self.token_env = token_env
-        self._http = JsonClient(self.url, token=os.environ.get(token_env), timeout=timeout)
+        token = os.environ.get(token_env)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)  # keeps its connection open
 
-    @contextlib.contextmanager
-    def _naming_token_env(self) -> Iterator[None]:
-        try:
-            yield
-        except PermissionError as e:
-            raise PermissionError(f"{e}: export {self.token_env}") from None
+    def _json(self, reply: httpx.Response) -> Any:
+        if reply.status_code == 401:
+            raise PermissionError(f"{self.url} wants a bearer token (missing or wrong): export {self.token_env}")
+        if reply.status_code == 422:
+            raise ValueError(f"{self.url} refused the request: {reply.json().get('error', reply.text)}")
+        reply.raise_for_status()
+        return reply.json()
 
     def submit(self, messages: list[str]) -> dict[str, int]:
         """Queue messages; returns ``{"accepted", "new", "known"}`` once they are durably queued."""
-        with self._naming_token_env():
-            return self._http.post("/submit", {"messages": list(messages)})
+        return self._json(self._http.post("/submit", json={"messages": list(messages)}))
 
     def labels(self, messages: list[str]) -> dict[str, int | None]:
         """Label of each message: 1 helpful, 0 not, -1 unparseable, ``None`` not labeled yet."""
-        with self._naming_token_env():
-            return self._http.post("/labels", {"messages": list(messages)})["labels"]
+        return self._json(self._http.post("/labels", json={"messages": list(messages)}))["labels"]
 
     def stats(self) -> dict[str, Any]:
         """The server's statistics (queue, labels/s, cache hit rate, parse failures...)."""
-        with self._naming_token_env():
-            return self._http.get("/stats")
+        return self._json(self._http.get("/stats"))
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection."""
         self._http.close()
 
 

@@ -6,6 +6,9 @@ returns what is known (``None`` = not labeled yet: the caller uses a neutral rew
 :meth:`~AnnotationCore.stats` reports queue length, labels/s, cache hit rate, parse failures and backend
 errors. Failed requests (timeouts, 429, 5xx, dropped connections, malformed answers) leave their messages
 queued and back the worker off exponentially; every answer is committed before its message leaves the queue.
+A message the backend refuses for good (a 4xx other than 429, e.g. longer than the model's context) moves to
+the store's dead-letter table with the error and is not asked again; messages longer than
+``max_message_chars`` are refused at submission (:class:`ValueError`; HTTP 422).
 
 A process that hosts the core talks to it through :class:`~vlmrl.annotation.client.DirectClient`;
 :class:`~vlmrl.annotation.server.AnnotationServer` puts an HTTP front on it for other processes.
@@ -22,9 +25,20 @@ from typing import Any
 
 from vlmrl.annotation.backends import LlamaCppServer
 from vlmrl.annotation.store import AnnotationStore
-from vlmrl.labelers.llm import LLMJudge
+from vlmrl.labelers.llm import LLMJudge, Refusal
+from vlmrl.types import Label
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_CHARS = 4096  # NetHack's message line is at most 256 bytes
+
+
+def message_too_long(index: int, length: int, limit: int) -> str:
+    """The error for an over-long message (the same from the core and its HTTP front)."""
+    return (
+        f"message {index} has {length} characters, over the limit of {limit} characters: "
+        "shorten it, or raise the server's max_message_chars"
+    )
 
 
 class AnnotationCore:
@@ -38,6 +52,7 @@ class AnnotationCore:
         embedded: keyword arguments of :class:`LlamaCppServer` for the embedded backend.
         batch_size: messages sent to the judge per batch (ONI: 100).
         max_backoff: cap, in seconds, of the pause after failed batches.
+        max_message_chars: longest message accepted; longer ones are refused at submission.
     """
 
     def __init__(
@@ -48,15 +63,19 @@ class AnnotationCore:
         embedded: dict[str, Any] | None = None,
         batch_size: int = 32,
         max_backoff: float = 30.0,
+        max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}: pass batch_size=32")
+        if max_message_chars < 1:
+            raise ValueError(f"max_message_chars must be >= 1, got {max_message_chars}: pass 4096")
         self.labeler = labeler
         self.store_path = store_path
         self.endpoint = endpoint
         self.embedded_kwargs = dict(embedded or {})
         self.batch_size = int(batch_size)
         self.max_backoff = max_backoff
+        self.max_message_chars = int(max_message_chars)
         self.backend: LlamaCppServer | None = None
         self.store: AnnotationStore | None = None
         self.counters: Counter[str] = Counter()
@@ -73,7 +92,11 @@ class AnnotationCore:
         if self.endpoint:
             self.labeler.connect(self.endpoint)
         elif self.labeler.base_url is None:
-            self.backend = LlamaCppServer(**self.embedded_kwargs).start()
+            kwargs = dict(self.embedded_kwargs)
+            if self.store_path is not None:  # recorded beside the store: the next start kills a stale one
+                store = Path(self.store_path)
+                kwargs.setdefault("pidfile", store.with_name(f"{store.name}.llama.pid"))
+            self.backend = LlamaCppServer(**kwargs).start()
             self.labeler.connect(self.backend.base_url)
         self.store = AnnotationStore(self.store_path, self.labeler.name, self.labeler.model_id, self.labeler.template)
         # Calibration answers were paid for too: reuse them.
@@ -106,8 +129,15 @@ class AnnotationCore:
 
     # ------------------------------------------------------------------ API
     def submit(self, messages: list[str]) -> dict[str, int]:
-        """Queue messages for labeling (durably) and return at once: ``{"accepted", "new", "known"}``."""
+        """Queue messages for labeling (durably) and return at once: ``{"accepted", "new", "known"}``.
+
+        Raises:
+            ValueError: a message is longer than ``max_message_chars`` (then nothing is queued).
+        """
         messages = [m for m in messages if isinstance(m, str) and m]
+        for i, m in enumerate(messages):
+            if len(m) > self.max_message_chars:
+                raise ValueError(message_too_long(i, len(m), self.max_message_chars))
         new, known = self.store.add(messages)
         self.counters["submitted"] += len(messages)
         self.counters["submitted_known"] += known
@@ -139,6 +169,7 @@ class AnnotationCore:
             "backend_requests": self.labeler.requests,
             "backend_errors": dict(self.labeler.errors),
             "failed_batches": self.counters["failed_batches"],
+            "dead_letters": len(self.store.dead),
             "threshold": self.labeler.threshold,
             "model": self.labeler.model_id,
             "uptime_s": now - self.started,
@@ -163,14 +194,26 @@ class AnnotationCore:
                 self._wake.clear()
                 continue
             try:
-                labels = self.labeler.try_label(batch)
+                results = self.labeler.attempt(batch)
             except Exception:  # noqa: BLE001 - the worker must survive anything the backend does
                 log.exception("annotation batch failed")
-                labels = [None] * len(batch)
-            answered = [(m, lab) for m, lab in zip(batch, labels, strict=True) if lab is not None]
-            failed = [m for m, lab in zip(batch, labels, strict=True) if lab is None]
+                results = [None] * len(batch)
+            # A refusal is final only once the backend has answered something: an endpoint that refuses
+            # everything is misconfigured, and its messages wait for the fix instead of being dropped.
+            final = self.labeler.answered > 0
+            answered, refused, failed = [], [], []
+            for m, r in zip(batch, results, strict=True):
+                if isinstance(r, Label):
+                    answered.append((m, r))
+                elif isinstance(r, Refusal) and final:
+                    refused.append((m, r.error))
+                else:
+                    failed.append(m)
             self.store.put(answered)
+            self.store.put_dead(refused)
             self.store.release(failed)
+            for m, error in refused:
+                log.warning("backend refused a message for good (dead-lettered, %d chars): %s", len(m), error[:300])
             calibration = self.labeler.calibration
             if calibration != self._saved_calibration:
                 self.store.set_state("calibration", calibration)

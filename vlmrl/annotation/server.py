@@ -1,24 +1,40 @@
-"""The asynchronous annotation server (ONI's LLM worker, as a service): the core behind an HTTP front.
+"""The annotation server's HTTP front (FastAPI + uvicorn, :mod:`vlmrl.web`) on an :class:`AnnotationCore`.
 
-Actors ``POST /submit`` messages and return at once; ``POST /labels`` returns what is known (``null`` = not
-labeled yet); ``GET /stats`` reports the core's statistics and ``GET /health`` answers ``{"ok": true}``.
-Bodies are JSON ``{"messages": [str, ...]}``. With a token in ``token_env`` every request must carry
-``Authorization: Bearer <token>``. Deduplication, the durable queue and the worker are
-:class:`~vlmrl.annotation.core.AnnotationCore`'s; a process hosting the server in-process skips HTTP
-and uses :class:`~vlmrl.annotation.client.DirectClient`.
+API (JSON; with a token in ``token_env`` every request must carry ``Authorization: Bearer <token>``, else 401):
+
+- ``POST /submit`` ``{"messages": [str, ...]}`` queues messages and returns at once
+  ``{"accepted", "new", "known"}``;
+- ``POST /labels`` ``{"messages": [str, ...]}`` returns ``{"labels": {message: 1 | 0 | -1 | null}}``
+  (``null``: not labeled yet, or refused by the backend for good);
+- ``GET /stats`` the core's statistics (queue, labels/s, cache hit rate, ``dead_letters``, backend errors...);
+- ``GET /dead_letters`` ``{"dead_letters": [{"message", "error"}, ...]}``, messages the backend refused for good;
+- ``GET /health`` ``{"ok": true}``.
+
+Limits: a body over ``max_body`` bytes gets 413 and one slower than ``client_timeout`` seconds 408; a request
+with a message longer than ``max_message_chars`` characters gets 422 and queues nothing (over-long messages
+are refused, never truncated); any other malformed body gets 400. A request head must arrive within
+``client_timeout`` seconds and an idle keep-alive connection is closed after ``keep_alive`` seconds; at most
+``max_connections`` connections are served (more get 503), and the core is called from a pool of
+``workers`` threads. Deduplication, the durable queue and the worker are the core's; a process hosting the
+server uses :class:`~vlmrl.annotation.client.DirectClient` and skips HTTP.
 """
 
-from __future__ import annotations
-
+import asyncio
 import ipaddress
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from vlmrl.annotation.core import AnnotationCore
-from vlmrl.http_json import JsonHandler, JsonServer
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, StringConstraints
+
+from vlmrl.annotation.core import DEFAULT_MAX_MESSAGE_CHARS, AnnotationCore, message_too_long
 from vlmrl.labelers.llm import LLMJudge
+from vlmrl.web import DEFAULT_MAX_BODY, WebServer, harden, require_token
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +53,12 @@ class AnnotationServer(AnnotationCore):
         port: TCP port; 0 picks a free one.
         token_env: environment variable with a bearer token the HTTP front then requires.
         max_backoff: cap, in seconds, of the pause after failed batches.
+        max_message_chars: longest message accepted (longer: 422).
+        max_body: largest request body in bytes (larger: 413).
+        client_timeout: seconds a client has to send a request head, and then its body (else 408).
+        keep_alive: seconds an idle keep-alive connection is kept open.
+        max_connections: connections served at once (more: 503).
+        workers: threads that call the core for HTTP requests.
     """
 
     def __init__(
@@ -50,25 +72,39 @@ class AnnotationServer(AnnotationCore):
         port: int = 0,
         token_env: str = "VLMRL_ANNOTATION_TOKEN",
         max_backoff: float = 30.0,
+        max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+        max_body: int = DEFAULT_MAX_BODY,
+        client_timeout: float = 10.0,
+        keep_alive: float = 5.0,
+        max_connections: int = 256,
+        workers: int = 4,
     ):
-        super().__init__(labeler, store_path, endpoint, embedded, batch_size, max_backoff)
+        super().__init__(labeler, store_path, endpoint, embedded, batch_size, max_backoff, max_message_chars)
+        if workers < 1 or max_body < 1 or max_connections < 1:
+            raise ValueError(f"workers={workers}, max_body={max_body}, max_connections={max_connections}: all >= 1")
         self.host, self.port = host, int(port)
-        self.token = os.environ.get(token_env) or None
-        if not _is_loopback(host) and self.token is None:
+        self.token_env = token_env
+        self.max_body, self.client_timeout, self.keep_alive = int(max_body), float(client_timeout), float(keep_alive)
+        self.max_connections, self.workers = int(max_connections), int(workers)
+        if not _is_loopback(host) and not os.environ.get(token_env):
             log.warning("annotation server binds %s without a bearer token: set %s", host, token_env)
-        self._front: JsonServer | None = None
+        self._front: WebServer | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def url(self) -> str:
         """Base URL of the HTTP front."""
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> AnnotationServer:
+    def start(self) -> "AnnotationServer":
         """Start the core (backend, store, worker), then serve HTTP; returns self."""
         super().start()
-        self._front = JsonServer(_AnnotationHandler, app=self, host=self.host, port=self.port, name="annotation-http")
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="annotation-http")
+        self._front = WebServer(
+            build_app(self), host=self.host, port=self.port, max_connections=self.max_connections,
+            keep_alive=self.keep_alive, head_timeout=self.client_timeout, name="annotation-http",
+        ).start()  # fmt: skip
         self.port = self._front.port
-        self._front.start()
         return self
 
     def stop(self) -> None:
@@ -76,6 +112,9 @@ class AnnotationServer(AnnotationCore):
         if self._front is not None:
             self._front.stop()
             self._front = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         super().stop()
 
 
@@ -86,36 +125,51 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-class _AnnotationHandler(JsonHandler):
-    """``/submit``, ``/labels``, ``/stats`` and ``/health`` of the :class:`AnnotationServer` in ``self.app``."""
+def build_app(server: AnnotationServer) -> FastAPI:
+    """The FastAPI app of ``server``'s HTTP front (routes, request models, limits, token check)."""
+    limit = server.max_message_chars
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        """Statistics and health."""
-        server: AnnotationServer = self.app
-        if not self.authorized(server.token):
-            return
-        if self.path == "/health":
-            self.send_json(200, {"ok": True})
-        elif self.path == "/stats":
-            self.send_json(200, server.stats())
-        else:
-            self.send_json(404, {"error": f"no GET {self.path}: use /stats or /health"})
+    class Messages(BaseModel):
+        """Body of ``/submit`` and ``/labels``."""
 
-    def do_POST(self) -> None:  # noqa: N802
-        """Submit messages, or look their labels up."""
-        server: AnnotationServer = self.app
-        if not self.authorized(server.token):
-            return
-        try:
-            messages = self.read_json()["messages"]
-            if not isinstance(messages, list):
-                raise TypeError("messages must be a list of strings")
-        except (ValueError, KeyError, TypeError) as e:
-            self.send_json(400, {"error": f'bad request ({e}): send JSON {{"messages": [str, ...]}}'})
-            return
-        if self.path == "/submit":
-            self.send_json(200, server.submit(messages))
-        elif self.path == "/labels":
-            self.send_json(200, {"labels": server.labels(messages)})
-        else:
-            self.send_json(404, {"error": f"no POST {self.path}: use /submit or /labels"})
+        messages: list[Annotated[str, StringConstraints(max_length=limit)]]
+
+    app = harden(FastAPI(openapi_url=None, docs_url=None, redoc_url=None), server.max_body, server.client_timeout)
+    auth = [Depends(require_token(server.token_env))]
+
+    async def call(fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(server._pool, fn, *args)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        for error in exc.errors():
+            if error.get("type") == "string_too_long":
+                index = error["loc"][-1]
+                length = len(error.get("input") or "")
+                return JSONResponse({"error": message_too_long(index, length, limit)}, status_code=422)
+        first = exc.errors()[0] if exc.errors() else {}
+        reason = f"{first.get('msg', 'invalid')} at {'.'.join(str(p) for p in first.get('loc', ()))}"
+        return JSONResponse({"error": f'bad request ({reason}): send JSON {{"messages": [str, ...]}}'}, 400)
+
+    @app.post("/submit", dependencies=auth)
+    async def submit(body: Messages) -> dict[str, int]:
+        return await call(server.submit, body.messages)
+
+    @app.post("/labels", dependencies=auth)
+    async def labels(body: Messages) -> dict[str, dict[str, int | None]]:
+        return {"labels": await call(server.labels, body.messages)}
+
+    @app.get("/stats", dependencies=auth)
+    async def stats() -> dict[str, Any]:
+        return await call(server.stats)
+
+    @app.get("/dead_letters", dependencies=auth)
+    async def dead_letters() -> dict[str, list[dict[str, str]]]:
+        rows = await call(server.store.dead_letters)
+        return {"dead_letters": [{"message": m, "error": e} for m, e in rows]}
+
+    @app.get("/health", dependencies=auth)
+    async def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app

@@ -25,6 +25,12 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         host=cfg.host,
         port=cfg.port,
         token_env=cfg.token_env,
+        max_message_chars=cfg.max_message_chars,
+        max_body=cfg.max_body,
+        client_timeout=cfg.client_timeout,
+        keep_alive=cfg.keep_alive,
+        max_connections=cfg.max_connections,
+        workers=cfg.workers,
     )
     done = threading.Event()
     previous = {}

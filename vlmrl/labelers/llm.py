@@ -8,7 +8,9 @@ model's prior bias towards one answer.
 
 Transport failures (timeouts, 429, 5xx, dropped connections, malformed responses) are never turned into
 labels: :meth:`LLMJudge.try_label` returns ``None`` for those items so the caller retries them later, and
-nothing that was answered is asked again by this object.
+nothing that was answered is asked again by this object. A message the endpoint refuses for good (a 4xx
+about the request, e.g. longer than the model's context) is a :class:`Refusal` in :meth:`LLMJudge.attempt`:
+asking again would fail again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from vlmrl.labelers.base import Labeler
@@ -32,6 +35,7 @@ CONTENT_FREE = ("N/A", "", "[MASK]")
 LABEL_PATTERN = re.compile(r"<label>\s*(yes|no|true|false|helpful|unhelpful)\s*</label>", re.I)
 POSITIVE = {"yes", "true", "helpful"}
 MISSING_LOGPROB = -30.0  # a label word outside the returned top-k is taken as very unlikely
+TRANSIENT_4XX = (401, 403, 404, 408, 409, 429)  # client errors that asking again (later) can fix
 for _name in ("httpx", "httpx2"):  # one INFO line per LLM request would flood training logs
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -71,6 +75,13 @@ def yes_no_margin(top_logprobs: dict[str, float], yes: str = " yes", no: str = "
         return math.log(sum(ps)) if ps else MISSING_LOGPROB
 
     return logp(yes) - logp(no)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The endpoint refused one message for good (a 4xx about the request itself); ``error`` says why."""
+
+    error: str
 
 
 class LLMJudge(Labeler):
@@ -187,15 +198,16 @@ class LLMJudge(Labeler):
         return content
 
     def _guarded(self, fn, arg):
-        """Run one request; ``None`` (and an error count by kind) on any failure."""
+        """Run one request; on failure count its kind and return a :class:`Refusal` if final, else ``None``."""
         with self._lock:
             self.requests += 1
         try:
             out = fn(arg)
         except Exception as e:  # noqa: BLE001 - every transport/parse failure means "retry later"
+            kind = _error_kind(e)
             with self._lock:
-                self.errors[_error_kind(e)] += 1
-            return None
+                self.errors[kind] += 1
+            return Refusal(f"{kind}: {e}"[:2000]) if _is_refusal(e) else None
         with self._lock:
             self.answered += 1
         return out
@@ -212,7 +224,7 @@ class LLMJudge(Labeler):
             raise RuntimeError("the judge has no endpoint: call connect(base_url) first")
         missing = [c for c in CONTENT_FREE if c not in self._calibration]
         for c, m in zip(missing, self._margins(missing), strict=True):
-            if m is not None:
+            if isinstance(m, float):
                 self._calibration[c] = m  # kept across attempts: each content-free input is paid once
         if len(self._calibration) < len(CONTENT_FREE):
             return None
@@ -230,11 +242,13 @@ class LLMJudge(Labeler):
         if self.threshold is None and len(self._calibration) == len(CONTENT_FREE):
             self.threshold = float(sum(self._calibration.values()) / len(self._calibration))
 
-    def _margins(self, messages: list[str]) -> list[float | None]:
+    def _margins(self, messages: list[str]) -> list[float | Refusal | None]:
         prompts = [self.template.replace("{message}", m) for m in messages]
         if self.batch_prompts:
             out = self._guarded(self._many_logprob, prompts)
-            return list(out) if out is not None else [None] * len(prompts)
+            if isinstance(out, Refusal) and len(prompts) > 1:  # find out which prompt was refused
+                return self._map(self._one_logprob, prompts)
+            return list(out) if isinstance(out, list) else [out] * len(prompts)
         return self._map(self._one_logprob, prompts)
 
     def try_label(self, messages: Sequence[str]) -> list[Label | None]:
@@ -243,6 +257,10 @@ class LLMJudge(Labeler):
         Returns:
             One entry per message: a :class:`Label` (1 progress, 0 not, -1 answer not parseable) or ``None``.
         """
+        return [r if isinstance(r, Label) else None for r in self.attempt(messages)]
+
+    def attempt(self, messages: Sequence[str]) -> list[Label | Refusal | None]:
+        """:meth:`try_label` that tells final refusals apart: a :class:`Refusal` would fail again if retried."""
         if self._client is None:
             raise RuntimeError("the judge has no endpoint: call connect(base_url) first")
         messages = list(messages)
@@ -252,13 +270,13 @@ class LLMJudge(Labeler):
                 return [None] * len(messages)
             margins = self._margins(messages)
             return [
-                None
-                if m is None
-                else Label(int(m > self.threshold), source=source, raw=f"margin={m:.4f} threshold={self.threshold:.4f}")
+                Label(int(m > self.threshold), source=source, raw=f"margin={m:.4f} threshold={self.threshold:.4f}")
+                if isinstance(m, float)
+                else m
                 for m in margins
             ]
         answers = self._map(self._one_text, [self.template.replace("{message}", m) for m in messages])
-        return [None if a is None else Label(parse_label(a), source=source, raw=a) for a in answers]
+        return [Label(parse_label(a), source=source, raw=a) if isinstance(a, str) else a for a in answers]
 
     def __call__(self, queries: Sequence[str]) -> list[Label]:
         """Label messages; raises if the endpoint failed on any of them (use :meth:`try_label` to retry)."""
@@ -292,3 +310,14 @@ def _error_kind(e: Exception) -> str:
     if isinstance(e, openai.APIStatusError):
         return f"http_{e.status_code}"
     return "malformed"
+
+
+def _is_refusal(e: Exception) -> bool:
+    """A 4xx about the request itself: retrying the same message fails again.
+
+    429 (slow down), 408 (timed out) and 409 are transient; 401, 403 and 404 are about the key, the account or
+    the model name, not the message: fixing the configuration fixes them, so those are retried too.
+    """
+    import openai
+
+    return isinstance(e, openai.APIStatusError) and 400 <= e.status_code < 500 and e.status_code not in TRANSIENT_4XX

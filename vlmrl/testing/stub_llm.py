@@ -3,18 +3,24 @@
 It answers ``/v1/models``, ``/v1/completions`` (with ``logprobs``) and ``/v1/chat/completions`` about NetHack
 messages: a message is "progress" when it contains one of :data:`PROGRESS_WORDS`. A ``faults`` script,
 cycled per request, makes requests fail with a timeout, HTTP 429 or 500, a malformed body or a dropped
-connection. Every answer actually delivered is counted per message in :attr:`StubEndpoint.paid`.
+connection; with ``context_chars`` over-long prompts are refused with 400, as llama.cpp does. Every answer
+actually delivered is counted per message in :attr:`StubEndpoint.paid`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 from collections import Counter
 from typing import Any
 
-from vlmrl.http_json import JsonHandler, JsonServer
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from vlmrl.web import WebServer, drop_connection, harden
 
 PROGRESS_WORDS = ("gold", "kill", "level", "staircase")
 FAULTS = ("ok", "timeout", "429", "500", "malformed", "garbage", "drop")
@@ -32,34 +38,100 @@ def _margin(message: str) -> float:
     return 2.0 if any(w in message.lower() for w in PROGRESS_WORDS) else -1.0
 
 
-class StubEndpoint(JsonServer):
-    """The endpoint, served from a thread on 127.0.0.1.
+class StubEndpoint(WebServer):
+    """The endpoint, served from a thread on 127.0.0.1 (FastAPI + uvicorn).
 
     Args:
         faults: per-request behaviours cycled in order, from :data:`FAULTS`.
         latency: seconds each answered request takes (per prompt, like a CPU-bound model).
         hang: seconds a ``timeout`` request hangs before dropping the connection unanswered.
         free_text: the chat answer format: ``"label"`` (``<label>yes</label>``) or ``"ramble"`` (no label).
+        context_chars: prompts longer than this are refused with 400, as llama.cpp refuses prompts longer
+            than its context (``None``: no limit).
+
+    Attributes:
+        paid: answers delivered, per message.
+        seen: requests received, per message (answered or not).
+        requests: POST requests received.
     """
 
     def __init__(self, faults: tuple[str, ...] = ("ok",), latency: float = 0.0, hang: float = 2.0,
-                 free_text: str = "label"):  # fmt: skip
+                 free_text: str = "label", context_chars: int | None = None):  # fmt: skip
         unknown = set(faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {unknown}: use {FAULTS}")
         self.faults, self.latency, self.hang, self.free_text = tuple(faults), latency, hang, free_text
+        self.context_chars = context_chars
         self.paid: Counter[str] = Counter()
         self.requests = 0
         self.seen: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._compute = threading.Lock()  # one request computes at a time, like a single llama.cpp worker
-        super().__init__(_StubLLMHandler, name="stub-llm")
+        super().__init__(self._build_app(), name="stub-llm")
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI-compatible base URL (``http://host:port/v1``), what an OpenAI client takes."""
+        return f"{self.url}/v1"
+
+    def _build_app(self) -> FastAPI:
+        app = harden(FastAPI(openapi_url=None, docs_url=None, redoc_url=None), max_body=16 << 20)
+
+        @app.get("/{path:path}")
+        async def models(path: str) -> dict[str, Any]:
+            return {"object": "list", "data": [{"id": "stub", "object": "model"}]}
+
+        @app.post("/{path:path}")
+        async def complete(path: str, request: Request) -> Response:
+            try:
+                req = json.loads(await request.body())
+            except ValueError:
+                return JSONResponse({"error": {"message": "body is not JSON", "type": "invalid"}}, 400)
+            return await run_in_threadpool(self._respond, request, "/" + path, req)
+
+        return app
 
     def _next_fault(self) -> str:
         with self._lock:
             fault = self.faults[self.requests % len(self.faults)]
             self.requests += 1
         return fault
+
+    def _prompts(self, path: str, req: dict[str, Any]) -> list[str]:
+        if path.endswith("/chat/completions"):
+            return [req["messages"][-1]["content"]]
+        return req["prompt"] if isinstance(req["prompt"], list) else [req["prompt"]]
+
+    def _respond(self, request: Request, path: str, req: dict[str, Any]) -> Response:
+        """A completion or chat completion, unless the prompt is too long or the next scripted fault says otherwise."""
+        prompts = self._prompts(path, req)
+        with self._lock:
+            self.seen.update(_message_of(p) for p in prompts)
+        longest = max(len(p) for p in prompts)
+        if self.context_chars is not None and longest > self.context_chars:
+            detail = f"Requested tokens ({longest}) exceed context window of {self.context_chars}"
+            return JSONResponse({"error": {"message": detail, "type": "invalid_request_error"}}, 400)
+        fault = self._next_fault()
+        if fault == "timeout":
+            time.sleep(self.hang)
+            drop_connection(request)
+            return Response()
+        if fault == "drop":
+            drop_connection(request)
+            return Response()
+        if fault in ("429", "500"):
+            err = {"error": {"message": "busy" if fault == "429" else "internal", "type": "server"}}
+            return JSONResponse(err, int(fault))
+        if fault == "malformed":
+            return Response(b'{"choices": [{"index": 0, "text": ', media_type="application/json")
+        if fault == "garbage":
+            return JSONResponse({"object": "text_completion", "choices": []})
+        body, messages = self._answer(path, req)
+        with self._compute:
+            time.sleep(self.latency * len(messages))
+        with self._lock:
+            self.paid.update(messages)
+        return JSONResponse(body)
 
     def _answer(self, path: str, req: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         if path.endswith("/chat/completions"):
@@ -79,38 +151,3 @@ class StubEndpoint(JsonServer):
             choices.append({"index": i, "text": " yes", "finish_reason": "length", "logprobs": logprobs})
             messages.append(message)
         return {"id": "x", "object": "text_completion", "created": 0, "model": "stub", "choices": choices}, messages
-
-
-class _StubLLMHandler(JsonHandler):
-    """``GET`` lists the one model; ``POST`` answers, or fails as the :class:`StubEndpoint`'s script says."""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        """The model list (any path)."""
-        self.send_json(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
-
-    def do_POST(self) -> None:  # noqa: N802
-        """A completion or chat completion, unless the next scripted fault says otherwise."""
-        stub: StubEndpoint = self.app
-        try:
-            req = self.read_json()
-        except ValueError:
-            return self.send_json(400, {"error": {"message": "body is not JSON", "type": "invalid"}})
-        fault = stub._next_fault()
-        if fault == "timeout":
-            time.sleep(stub.hang)
-            return self.drop_connection()
-        if fault == "drop":
-            return self.drop_connection()
-        if fault in ("429", "500"):
-            err = {"error": {"message": "busy" if fault == "429" else "internal", "type": "server"}}
-            return self.send_json(int(fault), err)
-        if fault == "malformed":
-            return self.send_json(200, b'{"choices": [{"index": 0, "text": ')
-        if fault == "garbage":
-            return self.send_json(200, {"object": "text_completion", "choices": []})
-        body, messages = stub._answer(self.path, req)
-        with stub._compute:
-            time.sleep(stub.latency * len(messages))
-        self.send_json(200, body)
-        with stub._lock:
-            stub.paid.update(messages)

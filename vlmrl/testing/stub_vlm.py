@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import json
 import re
 import threading
 import time
@@ -20,9 +21,12 @@ from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
-from vlmrl.http_json import JsonHandler, JsonServer
+from vlmrl.web import WebServer, harden
 
 FAILURE_KINDS = ("timeout", "429", "500", "malformed")
 
@@ -71,8 +75,8 @@ def _decode_data_url(url: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
 
 
-class StubVLMServer(JsonServer):
-    """OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1 that answers with a pixel rule.
+class StubVLMServer(WebServer):
+    """OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1 that answers with a pixel rule (FastAPI + uvicorn).
 
     Args:
         port: 0 picks a free port.
@@ -111,7 +115,28 @@ class StubVLMServer(JsonServer):
         self.rng = rng or np.random.default_rng(0)
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
-        super().__init__(_StubVLMHandler, port=port, name="stub-vlm")
+        super().__init__(self._build_app(), port=port, name="stub-vlm")
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI-compatible base URL (``http://host:port/v1``), what an OpenAI client takes."""
+        return f"{self.url}/v1"
+
+    def _build_app(self) -> FastAPI:
+        app = harden(FastAPI(openapi_url=None, docs_url=None, redoc_url=None), max_body=64 << 20)
+
+        @app.post("/{path:path}")
+        async def chat(path: str, request: Request) -> JSONResponse:
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                return JSONResponse({"error": {"message": "body is not JSON", "type": "invalid"}}, 400)
+            if not path.rstrip("/").endswith("chat/completions"):
+                return JSONResponse({"error": {"message": f"no route /{path}", "type": "invalid"}}, 404)
+            status, answer = await run_in_threadpool(self.answer, body)
+            return JSONResponse(answer, status)
+
+        return app
 
     # ---- answering -----------------------------------------------------------------------------------------
     def _draw_failure(self) -> str | None:
@@ -183,20 +208,6 @@ class StubVLMServer(JsonServer):
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         }
-
-
-class _StubVLMHandler(JsonHandler):
-    """``POST .../chat/completions`` answered by the :class:`StubVLMServer` in ``self.app``."""
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        """One chat completion (or 400 / 404)."""
-        try:
-            body = self.read_json()
-        except ValueError:
-            return self.send_json(400, {"error": {"message": "body is not JSON", "type": "invalid"}})
-        if not self.path.rstrip("/").endswith("/chat/completions"):
-            return self.send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid"}})
-        self.send_json(*self.app.answer(body))
 
 
 def main() -> None:
