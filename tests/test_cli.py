@@ -95,6 +95,45 @@ def test_a_value_of_the_wrong_kind_gets_one_line(capsys):
     assert "bad value agents.total_timesteps='abc'" in one_line(err) and "takes int" in err
 
 
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["train", "humanoid_kneel", "agents.total_timesteps=abc"], "bad value agents.total_timesteps='abc'"),
+        (["train", "humanoid_kneel", "seed=abc"], "bad value seed='abc': seed takes int (default 0)"),
+        (["train", "humanoid_kneel", "resume=maybe"], "bad value resume='maybe': resume takes bool (default false)"),
+        (
+            ["collect", "push_offline", "collect.episodes=2.5"],
+            "bad value collect.episodes=2.5: collect.episodes takes int",
+        ),
+        (["relabel", "relabel.pairs=many"], "bad value relabel.pairs='many'"),
+        (["rollout", "checkpoint=x", "episodes=abc"], "bad value episodes='abc': episodes takes int (default 2)"),
+    ],
+)
+def test_a_bad_value_on_the_command_line_prints_one_line_and_writes_nothing(capsys, tmp_path, argv, expect):
+    code, _, err = run(capsys, *argv, f"runs_root={tmp_path}" if argv[0] == "train" else "seed=0")
+    assert code == 2 and expect in one_line(err)
+    assert not list(tmp_path.iterdir())
+
+
+def test_plain_values_of_the_right_kind_are_taken(capsys):
+    code, out, _ = run(
+        capsys, "collect", "push_offline", "collect.episodes=1e3", "seed=7", "collect.frames=false", "--cfg"
+    )
+    assert code == 0 and "episodes: 1000" in out and "seed: 7" in out and "frames: false" in out
+    code, out, _ = run(capsys, "train", "humanoid_kneel", "run_dir=/tmp/x", "--cfg")  # null default: anything goes
+    assert code == 0 and "run_dir: /tmp/x" in out
+
+
+def test_rollout_without_a_checkpoint_prints_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "rollout")
+    assert code == 1 and "no checkpoint given: pass checkpoint=runs/<name>/<timestamp>" in one_line(err)
+    code, _, err = run(capsys, "rollout", f"checkpoint={tmp_path / 'nope'}")
+    assert code == 1 and "does not exist" in one_line(err)
+    (tmp_path / "run").mkdir()
+    code, _, err = run(capsys, "rollout", f"checkpoint={tmp_path / 'run'}")
+    assert code == 1 and "holds no run" in one_line(err)
+
+
 def test_bad_value_is_reported_without_a_stack(capsys, tmp_path):
     code, _, err = run(
         capsys, "train", "humanoid_kneel", "labelers.model=vlmrl-tiny", "labelers.alpha=3", f"runs_root={tmp_path}"

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from vlmrl.config import ConfigKeyError, check_declared, check_targets, explain_struct_error
+from vlmrl.config import ConfigKeyError, check_declared, check_plain_value, check_targets, explain_struct_error
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 GROUPS = ("envs", "agents", "labelers", "experiments")
@@ -113,6 +113,7 @@ def compose(job: str, overrides: list[str], return_hydra_config: bool = False, c
             if key != "hydra":
                 check_targets(cfg._get_node(key), str(key))
         _check_added_keys(job, overrides, cfg)
+        _check_plain_values(job, overrides, cfg)
     except ConfigKeyError as err:
         raise UsageError(str(err)) from None
     return cfg
@@ -135,6 +136,35 @@ def _check_added_keys(job: str, overrides: list[str], cfg: DictConfig) -> None:
     except Exception:
         return
     check_declared(cfg, declared, ignore=("hydra",))
+
+
+def _check_plain_values(job: str, overrides: list[str], cfg: DictConfig) -> None:
+    """A value set on a plain key (no ``_target_`` on the way down) must have the kind of the YAML's default."""
+    plain = [
+        ov for ov in overrides if not ov.startswith(("+", "~")) and "=" in ov and _is_plain_key(cfg, _override_key(ov))
+    ]
+    if not plain:
+        return
+    try:
+        reference = _hydra_compose(job, [ov for ov in overrides if ov not in plain])
+    except Exception:
+        return
+    for ov in plain:
+        check_plain_value(_override_key(ov), cfg, reference)
+
+
+def _is_plain_key(cfg: DictConfig, key: str) -> bool:
+    """True when no section on the way to ``key`` is a ``_target_`` node (those are checked against signatures)."""
+    if key in GROUPS or key.startswith("hydra."):
+        return False
+    node: object = cfg
+    for part in key.split(".")[:-1]:
+        if not isinstance(node, DictConfig) or part not in node:
+            return False
+        node = node._get_node(part)
+        if isinstance(node, DictConfig) and not node._is_none() and "_target_" in node:
+            return False
+    return isinstance(node, DictConfig)
 
 
 def parse_args(argv: list[str]) -> CommandLine:
@@ -277,6 +307,21 @@ def _raised_by_the_call(err: BaseException) -> bool:
     return len(frames) <= 2
 
 
+def _quiet_imports() -> None:
+    """Keep third-party import chatter off the terminal, so that an error stays the one line printed.
+
+    The legacy ``gym`` package (a d3rlpy dependency, imported by stable-baselines3 when present; vlmrl uses
+    gymnasium) prints a deprecation banner from ``gym_notices`` on import; PyOpenGL logs at INFO that it runs
+    unaccelerated.
+    """
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)
+    try:
+        from gym_notices import notices
+    except ImportError:
+        return
+    notices.notices.clear()
+
+
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
@@ -293,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         if help_:
             print(job_help(job, overrides))
             return 0
+        _quiet_imports()
         cfg = compose(job, overrides)
         if show:
             print(_to_yaml(cfg))

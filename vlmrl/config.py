@@ -252,6 +252,37 @@ def _check_value(node: DictConfig, key: str, annotation: Any, path: str, target:
     raise ConfigKeyError(f"bad value {path}={value!r}: {target} takes {wanted}")
 
 
+def check_plain_value(key: str, cfg: DictConfig, reference: DictConfig) -> None:
+    """Check that ``key`` of a plain section (``seed``, ``collect.episodes``) has the kind of its YAML default.
+
+    Args:
+        key: the dotted key set on the command line.
+        cfg: the composed config.
+        reference: the same config composed without that setting (its value is the default).
+
+    Raises:
+        ConfigKeyError: the default is a number or a bool and the value is not one of that kind.
+    """
+    from omegaconf import OmegaConf
+
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        default = OmegaConf.select(reference, key, throw_on_missing=True)
+    except OmegaConfBaseException:
+        return
+    if isinstance(default, bool):
+        wanted = "bool" if not isinstance(value, bool) else None
+    elif isinstance(default, int | float) and value is not None:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        wanted = None if number and (isinstance(default, float) or integral) else type(default).__name__
+    else:
+        return
+    if wanted is not None:
+        shown = str(default).lower() if isinstance(default, bool) else repr(default)
+        raise ConfigKeyError(f"bad value {key}={value!r}: {key} takes {wanted} (default {shown})")
+
+
 def check_declared(cfg: Any, declared: Any, path: str = "", ignore: tuple[str, ...] = ()) -> None:
     """Check that the plain sections of ``cfg`` (no ``_target_`` on the way down) hold only keys of ``declared``.
 

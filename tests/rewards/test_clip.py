@@ -1,3 +1,7 @@
+import logging
+import socket
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -119,13 +123,68 @@ def test_bad_inputs_fail_fast(tiny, tmp_path):
         CLIPReward(model="vlmrl-tiny", pretrained="random", goal_prompts="a robot")
 
 
-def test_missing_weights_offline_name_the_fix():
+def test_missing_weights_offline_name_the_fix(caplog):
     # HF_HUB_OFFLINE=1 is set for every test (conftest): nothing is cached.
-    with pytest.raises(CLIPWeightsUnavailable, match=r"pretrained=/path/to/checkpoint"):
+    t0 = time.perf_counter()
+    with pytest.raises(CLIPWeightsUnavailable, match=r"no network: pass labelers.pretrained=/path/to/checkpoint"):
         CLIPReward(model="ViT-B-32", pretrained="openai")
+    assert time.perf_counter() - t0 < 2.0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.fixture
+def silent_server():
+    """A local server that accepts connections and never answers (a network that drops what it gets)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("endpoint", ["silent", "refused", "http://no-such-host.invalid"])
+def test_unreachable_hub_fails_fast_without_retries(monkeypatch, caplog, tmp_path, silent_server, endpoint):
+    """HF_HUB_OFFLINE unset and no way to the hub (a host that never answers, refuses, or does not resolve)."""
+    import huggingface_hub.constants as hf_constants
+
+    endpoint = {"silent": silent_server, "refused": closed_port()}.get(endpoint, endpoint)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", endpoint)
+    for proxy in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    t0 = time.perf_counter()
+    with pytest.raises(CLIPWeightsUnavailable, match=r"no network: pass labelers.pretrained=/path/to/checkpoint"):
+        CLIPReward(model="ViT-B-32", pretrained="openai", cache_dir=str(tmp_path))
+    assert time.perf_counter() - t0 < 2.0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_default_tag_resolution():
     assert resolve_pretrained("RN50", None) == "openai"
     assert resolve_pretrained("vlmrl-tiny", None) == "random"
     assert resolve_pretrained("ViT-B-32", "/x/y.pt") == "/x/y.pt"
+
+
+def test_a_server_that_answers_counts_as_reachable():
+    """Any HTTP status is an answer: only silence, refusal or a failed lookup make the weights unreachable."""
+    import http.server
+    import threading
+
+    from vlmrl.rewards.clip import reachable
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # 501 to all
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert reachable(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not reachable(closed_port())

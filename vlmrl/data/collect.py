@@ -8,7 +8,7 @@ episodes are saved in parts (``parts/part_00000.npz``), so a killed collection r
 
 from __future__ import annotations
 
-import json
+import hashlib
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -21,7 +21,7 @@ import numpy as np
 from vlmrl.data.dataset import OfflineDataset
 from vlmrl.data.storage import load_dataset, save_dataset
 from vlmrl.rollouts import play_episode
-from vlmrl.runs import write_json
+from vlmrl.runs import check_fingerprint, job_fingerprint
 
 POLICIES = ("expert", "random", "checkpoint")
 
@@ -153,6 +153,8 @@ def collect(
     work_dir: str | Path | None = None,
     part_episodes: int = 20,
     progress: Callable[[int, int], None] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    fresh: bool = False,
 ) -> OfflineDataset:
     """Collect ``episodes`` episodes from ``env_fn()`` with a behaviour mixture.
 
@@ -167,20 +169,37 @@ def collect(
         work_dir: where finished parts are kept so an interrupted collection resumes; ``None`` keeps none.
         part_episodes: episodes per saved part.
         progress: optional ``(episodes_done, episodes_total)`` callback.
+        settings: everything else that shapes the episodes (the env's config, e.g. the job's
+            :func:`~vlmrl.runs.job_fingerprint`); kept parts are reused only when these and the arguments match.
+        fresh: delete the kept parts first instead of resuming.
+
+    Raises:
+        DifferentJob: ``work_dir`` holds parts collected with other settings (and ``fresh`` is false).
     """
     mixture = parse_mixture(mixture)
     if episodes < 1:
         raise ValueError(f"episodes={episodes}: collect at least one episode")
+    if part_episodes < 1:
+        raise ValueError(f"part_episodes={part_episodes}: save at least one episode per part")
     component = rng.permutation(split_episodes(mixture, episodes))
     seeds = rng.integers(0, 2**31 - 1, size=episodes)
     parts_dir = None if work_dir is None else Path(work_dir) / "parts"
-    spec = {"episodes": episodes, "mixture": [asdict(b) for b in mixture], "seeds": seeds[:8].tolist()}
+    spec = {"episodes": episodes, "part_episodes": part_episodes, "frames": keep_frames}
+    spec["mixture"] = [asdict(b) for b in mixture]
     if parts_dir is not None:
-        parts_dir.mkdir(parents=True, exist_ok=True)
-        spec_file = parts_dir / "spec.json"
-        if spec_file.exists() and json.loads(spec_file.read_text()) != spec:
-            raise ValueError(f"{parts_dir} holds parts of a different collection; delete it or change collect.out")
-        write_json(spec_file, spec, indent=None)
+        if fresh:
+            shutil.rmtree(parts_dir, ignore_errors=True)
+        episode_plan = hashlib.sha256(seeds.astype(np.int64).tobytes() + component.astype(np.int64).tobytes())
+        fingerprint = job_fingerprint(
+            {}, extra={**dict(settings or {}), "collect": spec, "episode_plan": episode_plan.hexdigest()[:16]}
+        )
+        check_fingerprint(
+            parts_dir,
+            fingerprint,
+            f"{parts_dir} holds parts of a different collection",
+            "pass collect.fresh=true to start afresh (the kept parts are deleted) or change collect.out",
+            has_output=parts_dir.is_dir() and any(parts_dir.glob("part_*.npz")),
+        )
     meta = {"source": "collect", "mixture": spec["mixture"], **dict(metadata or {})}
     parts: list[OfflineDataset] = []
     env = env_fn()

@@ -12,11 +12,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlmrl.data.collect import collect, remove_parts
 from vlmrl.data.storage import save_dataset
-from vlmrl.runs import write_json
+from vlmrl.runs import job_fingerprint, write_json
+
+#: Keys of the collect config that do not shape the episodes (besides vlmrl.runs.NOT_SHAPING): the output path,
+#: the fresh-start switch, and the groups collect does not read.
+NOT_SHAPING_COLLECT = ("collect.out", "collect.fresh", "agents", "labelers")
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:
-    """Collect ``collect.episodes`` episodes into ``collect.out`` and return a per-behaviour summary."""
+    """Collect ``collect.episodes`` episodes into ``collect.out`` and return a per-behaviour summary.
+
+    A killed run resumes from the parts kept in ``<out>.work/`` when started again with the same settings;
+    other settings are refused (``collect.fresh=true`` deletes the parts and starts afresh).
+    """
     c = cfg.collect
     out = Path(c.out)
     work = out.with_name(out.name + ".work")
@@ -40,6 +48,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         work_dir=work,
         part_episodes=int(c.part_episodes),
         progress=lambda done, total: print(f"collect: {done}/{total} episodes", flush=True),
+        settings=job_fingerprint(cfg, ignore=NOT_SHAPING_COLLECT),
+        fresh=bool(c.get("fresh", False)),
     )
     save_dataset(dataset, out)
     remove_parts(work)
@@ -47,16 +57,15 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     ends = dataset.episode_ends
     for k, b in enumerate(mixture):
         mine = ends[dataset.infos["policy_id"][ends] == k]
-        row = {
-            **b,
-            "episodes": int(len(mine)),
-            "return": float(np.mean(dataset.episode_returns()[np.isin(ends, mine)])),
-        }
+        row = {**b, "episodes": int(len(mine))}
+        summary[f"behaviour_{k}"] = row
+        if not len(mine):  # a small collection may give a component no episode: no means to report
+            continue
+        row["return"] = float(np.mean(dataset.episode_returns()[np.isin(ends, mine)]))
         if "gt_metric" in dataset.infos:
             row["final_gt_metric"] = float(dataset.infos["gt_metric"][mine].mean())
         if "is_success" in dataset.infos:
             row["success"] = float(dataset.infos["is_success"][mine].mean())
-        summary[f"behaviour_{k}"] = row
     write_json(out.with_name(out.stem + ".summary.json"), summary)
     print(json.dumps(summary, indent=2))
     return summary

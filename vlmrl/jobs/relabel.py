@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,26 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from vlmrl.data.relabel import relabel
+from vlmrl.data.relabel import LABEL_CACHE, dataset_fingerprint, relabel
 from vlmrl.data.storage import load_dataset, save_dataset
 from vlmrl.labelers.base import Labeler
 from vlmrl.rewards.base import RewardModel
-from vlmrl.rewards.preference import PreferenceRewardModel
-from vlmrl.runs import write_bytes, write_json
+from vlmrl.rewards.preference import STATE_FILE, PreferenceRewardModel
+from vlmrl.runs import check_fingerprint, job_fingerprint, write_bytes, write_json
+
+#: Keys that never shape what ``<out>.work/`` keeps (besides vlmrl.runs.NOT_SHAPING): the output path and the
+#: fresh-start switch, Ray's actor count, the settings applied only when the output is written (task,
+#: keep_frames), the groups relabel does not read, and the dataset's path (its content is fingerprinted instead).
+NOT_SHAPING_RELABEL = (
+    "relabel.out",
+    "relabel.fresh",
+    "relabel.num_actors",
+    "relabel.keep_frames",
+    "relabel.dataset",
+    "task",
+    "envs",
+    "agents",
+)
 
 
 def build_parts(cfg: DictConfig) -> tuple[RewardModel, Labeler | None, dict[str, Any], str | None]:
@@ -59,15 +74,36 @@ def build_parts(cfg: DictConfig) -> tuple[RewardModel, Labeler | None, dict[str,
         "max_epochs": int(group.max_epochs),
         "target_acc": float(group.target_acc),
         "max_steps": None if max_steps is None else int(max_steps),
+        "min_valid_fraction": float(group.get("min_valid_fraction", 0.1)),
+        "on_few_labels": str(group.get("on_few_labels", "error")),
     }
     return model, labeler, fit, group.get("label_cache")
+
+
+#: What a relabeling keeps in its work folder besides the label cache.
+WORK_OUTPUTS = ("labels.npz", STATE_FILE, "fit.json", "shards")
+
+
+def clear_work(work: Path) -> None:
+    """Empty ``work`` for a fresh start, keeping the label cache (``labels.sqlite`` and its journal files)."""
+    if not work.is_dir():
+        return
+    for path in work.iterdir():
+        if path.name.startswith(LABEL_CACHE):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Relabel ``relabel.dataset`` into ``relabel.out`` (plus ``<out>.labels.npz``, ``<out>.report.json``).
 
     Intermediate results live in ``<out>.work/`` (label cache, fitted reward model, scored shards), so running
-    the same command again after a crash continues where it stopped.
+    the same command again after a crash continues where it stopped. Other settings (or another dataset) are
+    refused with one line; ``relabel.fresh=true`` clears the work folder first, keeping the label cache (its
+    answers hold for any settings, so no label is paid for twice).
     """
     r = cfg.relabel
     if r.get("num_threads"):
@@ -77,6 +113,15 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     dataset = load_dataset(r.dataset)
     out = Path(r.out)
     work = out.with_name(out.name + ".work")
+    if r.get("fresh"):
+        clear_work(work)
+    check_fingerprint(
+        work,
+        job_fingerprint(cfg, NOT_SHAPING_RELABEL, extra={"dataset_content": dataset_fingerprint(dataset)}),
+        f"{work} holds a relabeling with other settings",
+        "pass relabel.fresh=true to start afresh (the label cache is kept) or change relabel.out",
+        has_output=any((work / name).exists() for name in WORK_OUTPUTS),
+    )
     rng = np.random.default_rng(int(cfg.seed))
     reward, labeler, fit_kwargs, label_cache = build_parts(cfg)
     try:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,6 +89,54 @@ def _cached_file(model: str, tag: str, cache_dir: str | None) -> str | None:
     return None
 
 
+#: Seconds the download host may take to answer before the weights count as unreachable.
+PROBE_TIMEOUT = 1.5
+
+
+def _download_url(model: str, tag: str) -> str:
+    """Where open_clip downloads ``(model, tag)`` from: the hub's endpoint when it has one, else its URL."""
+    import huggingface_hub.constants as hf_constants
+
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    if cfg.get("hf_hub"):
+        return hf_constants.ENDPOINT
+    return str(cfg.get("url", ""))
+
+
+def reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """True when ``url``'s server answers a ``HEAD`` request (any status, through the environment's proxy) in time.
+
+    Only no answer at all counts as unreachable: a failed name lookup, a refused or dropped connection, silence
+    for ``timeout`` seconds. The probe runs in a daemon thread, so a lookup that hangs cannot hold the caller.
+    """
+    answered = threading.Event()
+
+    def probe():
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+            answered.set()
+        except urllib.error.HTTPError:  # a status code is an answer
+            answered.set()
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, ssl.SSLError):  # the server answered; certificates are the hub client's job
+                answered.set()
+        except (OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=probe, name="clip-weights-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answered.is_set()
+
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE, read now (the hub library reads it once, at import)."""
+    import huggingface_hub.constants as hf_constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
+    return bool(hf_constants.HF_HUB_OFFLINE) or env
+
+
 def load_open_clip(model: str, pretrained: str | None, device: str = "cpu", cache_dir: str | None = None):
     """Build an open_clip model with its tokenizer and preprocessing config.
 
@@ -113,7 +165,8 @@ def load_open_clip(model: str, pretrained: str | None, device: str = "cpu", cach
         import huggingface_hub.constants as hf_constants
 
         cached = _cached_file(model, spec, cache_dir)
-        if cached is None and hf_constants.HF_HUB_OFFLINE:
+        # Offline or unreachable: say so now, not after the hub client's minute of retries.
+        if cached is None and (_offline() or not reachable(_download_url(model, spec))):
             raise CLIPWeightsUnavailable(fix)
         saved = hf_constants.HF_HUB_OFFLINE
         try:

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as _dt
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ CONTRACT_KEYS = (
 #: What makes a folder a run folder (written by some job).
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "result.json", "videos")
 CHECKPOINT_SUFFIXES = (".zip", ".pt")
+#: The file a failed job leaves in its run folder, holding the one-line error.
+FAILED_FILE = "FAILED"
+_CONFIG_FILES = ("config.yaml", "config.resume.yaml")
 
 
 def latest_checkpoint(run_dir: str | Path, suffixes: tuple[str, ...] = CHECKPOINT_SUFFIXES) -> Path | None:
@@ -46,14 +50,23 @@ class LabelStats:
     Attributes:
         labeler: who labelled (``"teacher"``, ``"vlm:gpt-4o"``, ``"llm:SmolLM2-135M"``).
         queries: labels asked for.
-        paid: answers paid for (endpoint calls that returned an answer).
+        paid: answers obtained, not from the cache (endpoint calls that returned an answer); an unparseable
+            answer was paid for and counts here and in ``failures``.
         cache_hits: answers served from the label cache (not paid again).
         valid: labels that carry information (not "can't tell", not failed).
-        judged: valid labels that had a ground truth to compare with.
+        ties: valid preference labels that say "equally good" (target 0.5), trained as soft targets.
+        judged: valid labels other than ties that had a ground truth to compare with.
         correct: judged labels that agree with the ground truth.
         failures: queries that produced no answer (transport errors, unparseable answers, budget refusals).
         budget: the spend budget in queries, if any.
         pending: queries submitted and not answered yet (asynchronous labelers).
+        prompt_tokens: prompt tokens of this run's paid answers (the endpoint's ``usage``).
+        completion_tokens: completion tokens of this run's paid answers.
+        cost_usd: this run's spend, the tokens priced by the labeler's price table.
+        inconsistent: pairs asked in both orders whose answers disagreed (dropped as -1).
+        spend_total: what every run sharing the label cache paid under the labeler's budget key
+            (``budget_key``, ``queries``, tokens, ``cost_usd``) and the budgets (``max_queries``, ``max_spend``).
+        warnings: problems the run continued past (too few valid labels with ``on_few_labels=warn``).
         extra: labeler-specific detail (per-update history, server counters, examples), shown as is.
     """
 
@@ -62,11 +75,18 @@ class LabelStats:
     paid: int = 0
     cache_hits: int = 0
     valid: int = 0
+    ties: int = 0
     judged: int = 0
     correct: int = 0
     failures: int = 0
     budget: int | None = None
     pending: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    inconsistent: int = 0
+    spend_total: dict[str, Any] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -242,6 +262,32 @@ class RunFolder:
         if not path.exists():
             raise FileNotFoundError(f"{self.path} is not a run folder (no config.yaml)")
         return OmegaConf.load(path)
+
+    # ---- failure ---------------------------------------------------------------------------------------------
+    @property
+    def failed_path(self) -> Path:
+        """``FAILED``: present while the last job in this folder ended with an error."""
+        return self.path / FAILED_FILE
+
+    def record_failure(self, error: BaseException, created: bool) -> Path | None:
+        """Clean up after a job that raised: no empty run folder is left behind, a kept one says why it stopped.
+
+        A folder this job created that holds nothing but its config is removed; any other folder gets ``FAILED``
+        with the one-line error (a resumed run, or one that wrote checkpoints, metrics or logs, is kept).
+
+        Returns:
+            The ``FAILED`` file, or None when the folder was removed.
+        """
+        files = [p for p in self.path.rglob("*") if p.is_file()] if self.path.is_dir() else []
+        if created and all(p.parent == self.path and p.name in _CONFIG_FILES for p in files):
+            shutil.rmtree(self.path, ignore_errors=True)
+            return None
+        message = " ".join(str(error).split()) or "interrupted"
+        return write_text(self.failed_path, f"{type(error).__name__}: {message}\n")
+
+    def clear_failure(self) -> None:
+        """Remove ``FAILED`` (a job is starting again in this folder)."""
+        self.failed_path.unlink(missing_ok=True)
 
     # ---- metrics ---------------------------------------------------------------------------------------------
     def log_metrics(
