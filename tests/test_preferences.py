@@ -187,3 +187,32 @@ def test_offline_vlm_relabeling_asks_each_pair_once_and_stores_it_once(tmp_path)
         assert server.counts["stage1"] == len(keys - identical) and cache.written == len(keys)
         assert again["labels"]["paid"] == 0 and again["labels"]["cached"] == 60
         vlm.close()
+
+
+def test_ties_train_as_one_half_online_and_offline_and_the_cache_keeps_them(tmp_path):
+    """Teacher ties (B-Pref's equal rule) reach the trainer as 0.5, are counted, and come back from the cache as 0.5."""
+    rng = np.random.default_rng(0)
+    folds = np.repeat(np.array([0.2, 0.21, 0.8], np.float32), 4)  # mean 0.4 per step: thr_equal = 0.2 * 0.4
+    images = np.stack([render_toy_cloth(f, 16, rng) for f in folds])
+    teacher = SimulatedTeacher(eps_equal=0.2)
+
+    online = OnlinePreferenceReward(
+        teacher, rng=np.random.default_rng(1), ensemble_size=1, image_size=16, queries_per_update=40, max_epochs=1
+    )
+    online.observe_rollout(list(images), folds[:, None], np.zeros((12, 1), bool), 12)  # no episode ended yet
+    assert online.label_stats.ties > 0 and online.stats().ties == online.label_stats.ties
+    assert np.count_nonzero(online.trainer.targets == 0.5) == online.label_stats.ties
+
+    cache = LabelCache(tmp_path / "labels.sqlite")
+    ds = one_episode_dataset(images, folds)
+    _, report = relabel(
+        ds, tiny_model(), tmp_path / "work", np.random.default_rng(3), labeler=CachedLabeler(teacher, cache),
+        num_pairs=40, fit_kwargs={"max_epochs": 1}, log=lambda m: None,
+    )  # fmt: skip
+    with np.load(tmp_path / "work" / "labels.npz") as saved:
+        stored = saved["labels"]
+    assert report["labels"]["ties"] == np.count_nonzero(stored == 0.5) > 0
+    again = CachedLabeler(teacher, cache)(list(DatasetFragmenter(ds, 1)(40, np.random.default_rng(3)).pairs))
+    assert all(lab.cached for lab in again)
+    np.testing.assert_array_equal([lab.value for lab in again], stored)
+    cache.close()

@@ -12,6 +12,7 @@ ensemble with the Bradley-Terry loss. :class:`~vlmrl.rewards.online_preference.O
 from __future__ import annotations
 
 import abc
+import logging
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,13 +33,17 @@ from vlmrl.rewards.preference import (
 from vlmrl.runs import LabelStats, atomic_path
 from vlmrl.types import Fragment, FragmentPair, FragmentPairs, Label
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "CachedLabeler",
     "DatasetFragmenter",
     "Fragmenter",
     "RewardTrainer",
     "RolloutFragmenter",
+    "TooFewLabelsError",
     "add_label_stats",
+    "failure_detail",
     "label_stats",
 ]
 
@@ -55,6 +60,10 @@ class Fragmenter(abc.ABC):
             The pairs (fragments carry ``frames``, ``env_rewards`` and what else the source has) and the positions
             of their steps in the source; empty when the source cannot make a pair yet.
         """
+
+
+#: Episodes whose mean true return sets the simulated teacher's margin online (PEBBLE averages the last 10).
+MARGIN_EPISODES = 10
 
 
 def _empty_pairs(segment: int) -> FragmentPairs:
@@ -95,10 +104,34 @@ class RolloutFragmenter(Fragmenter):
         self.segment_length, self.sampling = int(segment_length), sampling
         self.candidate_factor, self.model = max(1, int(candidate_factor)), model
         self.recent: deque[dict[str, np.ndarray]] = deque(maxlen=int(recent_rollouts))
+        self.finished: deque[tuple[float, int]] = deque(maxlen=MARGIN_EPISODES)  # (true return, length)
+        self._running: tuple[np.ndarray, np.ndarray] | None = None  # per env: current episode's return, length
 
     def add_rollout(self, frames: np.ndarray, env_rewards: np.ndarray, dones: np.ndarray) -> None:
         """Keep one rollout: ``uint8 (T, n_envs, H, W, 3)`` frames, ``float32 (T, n_envs)`` rewards, ``bool`` dones."""
         self.recent.append({"frames": frames, "rewards": env_rewards, "dones": np.asarray(dones, bool)})
+        n_envs = env_rewards.shape[1]
+        if self._running is None or len(self._running[0]) != n_envs:
+            self._running = (np.zeros(n_envs), np.zeros(n_envs, np.int64))
+        ret, length = self._running
+        for rewards, ends in zip(env_rewards, np.asarray(dones, bool), strict=True):
+            ret += rewards
+            length += 1
+            for e in np.flatnonzero(ends):
+                self.finished.append((float(ret[e]), int(length[e])))
+                ret[e], length[e] = 0.0, 0
+
+    def episode_scale(self) -> dict[str, float]:
+        """``mean_episode_return`` and ``episode_length`` of the last finished episodes (the running ones before
+        any ended): the fragments' margin meta for the simulated teacher.
+        """  # noqa: D205
+        if self.finished:
+            returns, lengths = np.array(self.finished).T
+        elif self._running is not None and self._running[1].max() > 0:
+            returns, lengths = self._running[0][self._running[1] > 0], self._running[1][self._running[1] > 0]
+        else:
+            return {}
+        return {"mean_episode_return": float(np.mean(returns)), "episode_length": float(np.mean(lengths))}
 
     def segments(self) -> list[tuple[int, int, int]]:
         """``(rollout, start step, env)`` of every segment inside one episode of the recent rollouts."""
@@ -126,8 +159,12 @@ class RolloutFragmenter(Fragmenter):
         if active:
             pick = self.model.select_queries(f1, f2, num_pairs, self.sampling, rng)
             f1, r1, f2, r2, i, j = f1[pick], r1[pick], f2[pick], r2[pick], i[pick], j[pick]
+        meta = self.episode_scale()
         pairs = tuple(
-            FragmentPair(Fragment(frames=f1[k], env_rewards=r1[k]), Fragment(frames=f2[k], env_rewards=r2[k]))
+            FragmentPair(
+                Fragment(frames=f1[k], env_rewards=r1[k], meta=meta),
+                Fragment(frames=f2[k], env_rewards=r2[k], meta=meta),
+            )
             for k in range(len(f1))
         )
         return FragmentPairs(pairs, self._positions(segs, i), self._positions(segs, j))
@@ -153,7 +190,8 @@ class DatasetFragmenter(Fragmenter):
     """Pairs of ``segment``-step windows of an offline dataset, each inside one episode, uniform over positions.
 
     Fragments carry the rows' frames (if stored), observations and ground-truth rewards (if any), and
-    ``meta={"rows", "source"}``; the positions are dataset rows.
+    ``meta={"rows", "source"}`` plus, with ground truth, the dataset's ``mean_episode_return`` and mean
+    ``episode_length`` (the simulated teacher's margin); the positions are dataset rows.
 
     Args:
         dataset: the dataset.
@@ -171,6 +209,12 @@ class DatasetFragmenter(Fragmenter):
             raise DatasetError(dataset.source, f"no episode is at least {segment} steps long; lower relabel.segment")
         self.starts = np.concatenate(starts)
         self.ground_truth = dataset.ground_truth_rewards()
+        self.scale: dict[str, float] = {}
+        episodes = list(dataset.episode_slices())
+        if self.ground_truth is not None and episodes:
+            returns = [self.ground_truth[s].astype(np.float64).sum() for s in episodes]
+            lengths = [s.stop - s.start for s in episodes]
+            self.scale = {"mean_episode_return": float(np.mean(returns)), "episode_length": float(np.mean(lengths))}
 
     def __call__(self, num_pairs: int, rng: np.random.Generator) -> FragmentPairs:
         """Draw ``num_pairs`` pairs (with replacement)."""
@@ -189,7 +233,7 @@ class DatasetFragmenter(Fragmenter):
             frames=None if data.frames is None else data.frames[rows],
             observations=data.observations[rows],
             env_rewards=None if gt is None else gt[rows],
-            meta={"rows": rows.tolist(), "source": data.source},
+            meta={"rows": rows.tolist(), "source": data.source, **self.scale},
         )
 
 
@@ -204,9 +248,11 @@ def ground_truth_return(fragment: Fragment) -> float | None:
 def label_stats(pairs: Sequence[FragmentPair], labels: Sequence[Label], labeler: str = "") -> LabelStats:
     """Count one batch of preference labels and how many agree with the ground truth.
 
-    A label is *judged* when it is valid and both fragments have ground-truth rewards with different returns;
-    it is *correct* when it names the fragment with the higher return. Cached labels count as cache hits,
-    failed ones as failures, the rest as paid.
+    A label is *judged* when it is valid, not a tie (0.5, counted in ``ties``) and both fragments have
+    ground-truth rewards with different returns; it is *correct* when it names the fragment with the higher
+    return. Cached labels count as cache hits, failed ones as failures, the rest as paid; a failed answer that
+    cost something (unparseable) counts as paid too. The tokens and money of the paid answers are summed once
+    per answer (a pair asked twice in one batch shares one), and swap-inconsistent ones are counted.
 
     Args:
         pairs: the queries.
@@ -219,16 +265,25 @@ def label_stats(pairs: Sequence[FragmentPair], labels: Sequence[Label], labeler:
     if len(pairs) != len(labels):
         raise ValueError(f"got {len(labels)} labels for {len(pairs)} pairs")
     stats = LabelStats(labeler=labeler, queries=len(labels))
+    counted: set[int] = set()
     for pair, label in zip(pairs, labels, strict=True):
         if label.cached:
             stats.cache_hits += 1
-        elif label.failed:
-            stats.failures += 1
         else:
-            stats.paid += 1
+            stats.failures += int(label.failed)
+            stats.paid += int(not label.failed or label.spend is not None)
+        if label.spend is not None and not label.cached and id(label) not in counted:
+            counted.add(id(label))
+            stats.prompt_tokens += label.spend.prompt_tokens
+            stats.completion_tokens += label.spend.completion_tokens
+            stats.cost_usd += label.spend.cost_usd
+        stats.inconsistent += int(label.inconsistent)
         if not label.valid:
             continue
         stats.valid += 1
+        if label.value == 0.5:
+            stats.ties += 1
+            continue
         r1, r2 = ground_truth_return(pair.first), ground_truth_return(pair.second)
         if r1 is None or r2 is None or r1 == r2:
             continue
@@ -238,15 +293,37 @@ def label_stats(pairs: Sequence[FragmentPair], labels: Sequence[Label], labeler:
 
 
 def add_label_stats(total: LabelStats, batch: LabelStats) -> LabelStats:
-    """Add ``batch``'s counters into ``total`` (in place; ``labeler``, ``budget`` and ``extra`` are kept)."""
+    """Add ``batch``'s counters into ``total`` (in place; ``labeler``, ``budget``, ``spend_total``, ``warnings``
+    and ``extra`` are kept).
+    """  # noqa: D205
     total.queries += batch.queries
     total.paid += batch.paid
     total.cache_hits += batch.cache_hits
     total.valid += batch.valid
+    total.ties += batch.ties
     total.judged += batch.judged
     total.correct += batch.correct
     total.failures += batch.failures
+    total.prompt_tokens += batch.prompt_tokens
+    total.completion_tokens += batch.completion_tokens
+    total.cost_usd += batch.cost_usd
+    total.inconsistent += batch.inconsistent
     return total
+
+
+def failure_detail(endpoint: dict[str, int]) -> str:
+    """A labeler's failure counters (``endpoint_stats``) in words: ``"errors 3, unparseable 12"`` ("" if none)."""
+    kinds = ("errors", "unparseable", "over_budget")
+    return ", ".join(f"{kind} {endpoint[kind]}" for kind in kinds if endpoint.get(kind))
+
+
+class TooFewLabelsError(ValueError):
+    """The labeler gave too few valid labels to train the reward model on."""
+
+
+#: What ``on_few_labels`` accepts: stop the run, or continue with a warning in the log and the label stats.
+FEW_LABELS_ACTIONS = ("error", "warn")
+_FEW_LABELS = "too few valid labels: "
 
 
 # ---- reward trainer ------------------------------------------------------------------------------------------
@@ -264,6 +341,10 @@ class RewardTrainer:
         max_steps: cap on gradient steps per :meth:`train` (None: no cap), so an update's cost stays flat.
         store_size: frames are downsampled to this square side when stored (None: kept as given).
         labeler: labeler name in the statistics.
+        min_valid_fraction: the share of the queries asked so far that must come back valid (not failed, not
+            "can't tell"), checked by :meth:`check_labels`; at least one must, once no more labels will come.
+        on_few_labels: ``error`` (:class:`TooFewLabelsError`) or ``warn`` (log it, note it in
+            ``stats.warnings`` and go on with what there is).
     """
 
     def __init__(
@@ -274,9 +355,16 @@ class RewardTrainer:
         max_steps: int | None = None,
         store_size: int | None = None,
         labeler: str = "",
+        min_valid_fraction: float = 0.1,
+        on_few_labels: str = "error",
     ):
         if int(max_epochs) < 1:
             raise ValueError(f"max_epochs={max_epochs}: must be >= 1")
+        if on_few_labels not in FEW_LABELS_ACTIONS:
+            raise ValueError(f"on_few_labels={on_few_labels!r}: use one of {', '.join(FEW_LABELS_ACTIONS)}")
+        if not 0.0 <= float(min_valid_fraction) <= 1.0:
+            raise ValueError(f"min_valid_fraction={min_valid_fraction}: must be in [0, 1]")
+        self.min_valid_fraction, self.on_few_labels = float(min_valid_fraction), on_few_labels
         self.model = model
         self.max_epochs, self.target_acc = int(max_epochs), float(target_acc)
         self.max_steps = None if max_steps is None else int(max_steps)
@@ -304,6 +392,47 @@ class RewardTrainer:
             self.second = second if self.second is None else np.concatenate([self.second, second])
             self.targets = np.concatenate([self.targets, targets])
         return batch
+
+    def check_labels(self, detail: str = "", final: bool = False) -> bool:
+        """Whether the labeler gives enough valid labels to train on: ``min_valid_fraction`` of the queries asked.
+
+        A labeler that answers garbage, fails or only says "can't tell" is caught at the first update instead of
+        leaving the reward model untrained for the whole run.
+
+        Args:
+            detail: the labeler's own account of its failures, added to the message (e.g. ``"errors 3"``).
+            final: no more labels will come (budget used up, all asked): at least one valid label is needed.
+
+        Returns:
+            True when there are enough; False (after a warning, with ``on_few_labels="warn"``) when not.
+
+        Raises:
+            TooFewLabelsError: too few, with ``on_few_labels="error"``; one line naming the counts and the fix.
+        """
+        asked, valid = self.stats.queries, len(self)
+        if valid >= self.min_valid_fraction * asked and (valid > 0 or not (final or asked)):
+            return True
+        stats = self.stats
+        msg = (
+            f"{_FEW_LABELS}labeler {stats.labeler or 'unnamed'} gave {valid} valid labels for {asked} queries"
+            f" ({stats.failures} failed, {stats.inconsistent} inconsistent{', ' + detail if detail else ''}),"
+            f" under min_valid_fraction={self.min_valid_fraction:g} (and at least one) needed to train the reward"
+            " model: check the labeler (endpoint, model, prompt, budget)"
+        )
+        msg += (
+            ", or set labelers.on_few_labels=warn to continue anyway"
+            if self.on_few_labels == "error"
+            else "; continuing with what there is (on_few_labels=warn)"
+        )
+        if self.on_few_labels == "error":
+            raise TooFewLabelsError(msg)
+        earlier = [k for k, w in enumerate(stats.warnings) if w.startswith(_FEW_LABELS)]
+        if earlier:  # one warning, kept up to date
+            stats.warnings[earlier[0]] = msg
+        else:
+            log.warning(msg)
+            stats.warnings.append(msg)
+        return False
 
     def _frames(self, fragments: list[Fragment]) -> np.ndarray:
         if any(f.frames is None for f in fragments):

@@ -97,3 +97,85 @@ def test_frame_model_on_a_dataset_without_frames_is_refused(tmp_path):
     ds.frames = None
     with pytest.raises(DatasetError, match="has no frames but the reward model reads frames"):
         relabel(ds, tiny_model(), tmp_path, np.random.default_rng(0), log=lambda m: None)
+
+
+def cloth_dataset(rng: np.random.Generator, episodes: int = 4, length: int = 20) -> OfflineDataset:
+    """Toy cloth frames (what the stub VLM can judge) whose fold level is the ground-truth reward."""
+    from vlmrl.testing.stub_vlm import render_toy_cloth
+
+    n = episodes * length
+    fold = rng.uniform(0, 1, size=n).astype(np.float32)
+    timeouts = np.zeros(n, bool)
+    timeouts[length - 1 :: length] = True
+    return OfflineDataset(
+        observations=np.zeros((n, 2), np.float32),
+        actions=np.zeros((n, 1), np.float32),
+        rewards=fold,
+        terminals=np.zeros(n, bool),
+        timeouts=timeouts,
+        frames=np.stack([render_toy_cloth(float(f), 16, rng) for f in fold]),
+        metadata={"task": "fold the cloth"},
+    )
+
+
+def test_failures_are_asked_again_by_a_later_run_and_its_model_is_refit(tmp_path):
+    """Budget refusals are not labels: the rerun pays for them, reports what it paid and fits on the new labels."""
+    from vlmrl.labelers.cache import LabelCache
+    from vlmrl.labelers.vlm import VLMPreferenceLabeler
+    from vlmrl.testing.stub_vlm import StubVLMServer
+
+    ds = cloth_dataset(np.random.default_rng(0))
+    with StubVLMServer() as server:
+
+        def run(max_queries):
+            vlm = VLMPreferenceLabeler(model="stub", base_url=server.base_url, max_queries=max_queries, max_workers=4)
+            try:
+                return relabel(
+                    ds,
+                    tiny_model(),
+                    tmp_path,
+                    np.random.default_rng(2),
+                    labeler=vlm,
+                    num_pairs=40,
+                    fit_kwargs={"max_epochs": 2},
+                    shard_size=64,
+                    log=lambda m: None,
+                )[1]
+            finally:
+                vlm.close()
+
+        first = run(20)
+        assert len(LabelCache(tmp_path / "labels.sqlite")) == 20  # budget refusals are not stored
+        assert server.counts["stage1"] == 20 and first["labels"]["paid"] == 20
+        second = run(40)  # the same budget key: 20 recorded, 20 more allowed
+        assert server.counts["stage1"] == 40
+        assert second["labels"]["paid"] == 20 and second["labels"]["cached"] == 20
+        assert second["fit"]["pairs"] == second["labels"]["valid"] > first["fit"]["pairs"]  # refit on every label
+        assert first["label_stats"]["failures"] == 20 and second["label_stats"]["failures"] == 0
+        assert second["label_stats"]["spend_total"]["queries"] == 40  # what was paid, over both runs
+        third = run(40)  # nothing new: the fitted model is reused
+        assert third["labels"]["cached"] == 40 and third["fit"] == second["fit"]
+
+
+def test_a_labeler_that_gives_no_valid_label_stops_relabel(tmp_path):
+    from vlmrl.labelers.base import Labeler
+    from vlmrl.types import Label
+
+    class Unsure(Labeler):
+        name = "unsure"
+
+        def __call__(self, queries):
+            return [Label(-1, source=self.name) for _ in queries]
+
+    ds = brightness_dataset(np.random.default_rng(0), episodes=2, length=10)
+    with pytest.raises(ValueError, match="valid labels"):
+        relabel(
+            ds,
+            tiny_model(),
+            tmp_path,
+            np.random.default_rng(0),
+            labeler=Unsure(),
+            num_pairs=20,
+            log=lambda m: None,
+        )
+    assert not (tmp_path / "reward_model.pt").exists()

@@ -5,7 +5,7 @@ import pytest
 
 from vlmrl.labelers.base import Labeler
 from vlmrl.labelers.cache import CachedLabeler, LabelCache, content_hash
-from vlmrl.types import Label
+from vlmrl.types import Label, Spend
 
 
 def test_labels_survive_reopening_and_count_hits(tmp_path):
@@ -98,3 +98,47 @@ def test_cached_labeler_stores_each_answer_group_before_waiting_for_the_next(tmp
     with pytest.raises(KeyboardInterrupt):
         CachedLabeler(Streaming(), cache)(["a", "b"])
     assert LabelCache.key("scripted", "", "", ["a"]) in cache  # paid before the crash, kept
+
+
+def test_spend_records_add_up_per_budget_key_and_survive_reopening(tmp_path):
+    cache = LabelCache(tmp_path / "c.sqlite")
+    assert cache.spend("vlm:m") == Spend()
+    cache.add_spend("vlm:m", Spend(2, 300, 40, 0.01))
+    cache.add_spend("vlm:m", Spend(1, 100, 10, 0.005))
+    cache.add_spend("other", Spend(5, 0, 0, 0.0))
+    cache.close()
+    again = LabelCache(tmp_path / "c.sqlite")
+    total = again.spend("vlm:m")
+    assert (total.queries, total.prompt_tokens, total.completion_tokens) == (3, 400, 50)
+    assert total.cost_usd == pytest.approx(0.015) and again.spend("other").queries == 5
+    assert len(again) == 0  # spend is not a label
+
+
+class PaidLabeler(ScriptedLabeler):
+    """Answers like the scripted labeler and says what each answer cost; "bad:..." answers are paid failures."""
+
+    budget_key = "paid"
+
+    def __init__(self):
+        super().__init__()
+        self.recorded = None
+
+    def bind_spend(self, recorded):
+        self.recorded = recorded
+
+    def __call__(self, queries):
+        self.asked += list(queries)
+        return [
+            Label(-1 if q.startswith("bad:") else 1, failed=q.startswith("bad:"), spend=Spend(1, 10, 1))
+            for q in queries
+        ]
+
+
+def test_cached_labeler_records_what_answers_cost_even_when_they_are_not_labels(tmp_path):
+    cached = CachedLabeler(PaidLabeler(), tmp_path / "c.sqlite")
+    labels = cached(["a", "bad:b", "c"])
+    assert [lab.failed for lab in labels] == [False, True, False] and len(cached.cache) == 2
+    assert cached.labeler.recorded() == Spend(3, 30, 3) == cached.cache.spend("paid")
+    assert [lab.cached for lab in cached(["a", "c"])] == [True, True]
+    assert cached.cache.spend("paid").queries == 3  # cache hits cost nothing
+    cached.close()

@@ -1,10 +1,16 @@
+import base64
+import io
+import json
 import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from vlmrl.labelers.cache import CachedLabeler, LabelCache
+from vlmrl.labelers.cache import CachedLabeler, LabelCache, content_hash
 from vlmrl.labelers.vlm import VLMPreferenceLabeler, parse_preference
+from vlmrl.preferences import RewardTrainer, label_stats
+from vlmrl.rewards.preference import PreferenceRewardModel
 from vlmrl.testing.stub_vlm import StubVLMServer, render_toy_cloth
 from vlmrl.types import Fragment, FragmentPair
 
@@ -163,3 +169,81 @@ def test_the_vlm_labeler_itself_caches_nothing_and_yields_answers_as_they_arrive
         vlm.close()
     with pytest.raises(ValueError, match="labelers.label_cache"):
         VLMPreferenceLabeler(model="m", base_url="http://127.0.0.1:1/v1", cache_path="/tmp/labels.sqlite")
+
+
+def test_unparseable_answers_are_failures_and_never_cached(tmp_path):
+    pairs, truth = toy_pairs(4, seed=7)
+    with StubVLMServer(failures={"malformed": 1.0}) as server:
+        labeler = make_labeler(server, LabelCache(tmp_path / "c.sqlite"), parse_retries=1)
+        labels = labeler(pairs)
+        assert all(lab.failed and lab.value == -1 for lab in labels)
+        assert server.counts["malformed"] == 8 and labeler.endpoint_stats()["unparseable"] == 4
+        assert len(labeler.cache) == 0
+        labeler.close()
+    with StubVLMServer() as healthy:  # a later run asks again and gets real answers
+        rerun = make_labeler(healthy, LabelCache(tmp_path / "c.sqlite"))
+        assert [lab.value for lab in rerun(pairs)] == truth and healthy.counts["stage1"] == 4
+        rerun.close()
+
+
+class PositionBiasedStub(StubVLMServer):
+    """The stub endpoint, except that a pair showing one of ``biased`` frames is answered "Image 1" in any order."""
+
+    def __init__(self, biased, **kw):
+        super().__init__(**kw)
+        self.biased = {content_hash(frame) for frame in biased}
+
+    def answer(self, body):
+        status, out = super().answer(body)
+        urls = [
+            part["image_url"]["url"]
+            for msg in body.get("messages", [])
+            if isinstance(msg.get("content"), list)
+            for part in msg["content"]
+            if part.get("type") == "image_url"
+        ]
+        frames = [
+            np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")) for url in urls
+        ]
+        if status == 200 and any(content_hash(f) in self.biased for f in frames):
+            out["choices"][0]["message"]["content"] = "Image 1 is closer to achieving the goal."
+        return status, out
+
+
+def test_swap_consistency_drops_exactly_the_pairs_answered_by_position(tmp_path):
+    pairs, truth = toy_pairs(10, seed=8)
+    biased = [3, 5, 8]
+    with PositionBiasedStub([pairs[k].second.frames[-1] for k in biased]) as server:
+        plain = make_labeler(server, LabelCache())
+        assert [lab.value for lab in plain(pairs)] == [0 if k in biased else t for k, t in enumerate(truth)]
+        plain.close()
+
+        asked = server.counts["stage1"]
+        cache = LabelCache(tmp_path / "c.sqlite")
+        checked = make_labeler(server, cache, swap_consistency=True)
+        labels = checked(pairs)
+        assert server.counts["stage1"] - asked == 20  # each pair in both orders
+        assert [k for k, lab in enumerate(labels) if lab.inconsistent] == biased
+        assert [lab.value for lab in labels] == [-1 if k in biased else t for k, t in enumerate(truth)]
+        assert not any(lab.failed for lab in labels) and len(cache) == 10  # real answers: cached as -1
+        assert checked.endpoint_stats()["inconsistent"] == 3
+        assert all(lab.spend.queries == 2 for lab in labels)
+        stats = label_stats(pairs, labels)
+        assert stats.inconsistent == 3 and stats.valid == 7
+        trainer = RewardTrainer(PreferenceRewardModel(ensemble_size=1, image_size=16), min_valid_fraction=0.5)
+        trainer.add(pairs, labels)
+        assert len(trainer) == 7  # the inconsistent pairs are not trained on
+        record = json.loads(labels[biased[0]].raw)
+        assert record["inconsistent"] and "swapped" in record
+        assert checked.cache_key(pairs[0]) != plain.cache_key(pairs[0])  # the option is part of the key
+        checked.close()
+
+
+def test_swap_consistency_counts_both_orders_against_the_budget():
+    pairs, _ = toy_pairs(5, seed=9)
+    with StubVLMServer() as server:
+        labeler = make_labeler(server, LabelCache(), swap_consistency=True, max_queries=6)
+        labels = labeler(pairs)
+        assert sum(not lab.failed for lab in labels) == 3 and server.counts["stage1"] == 6
+        assert labeler.cache.spend("vlm:stub-vlm").queries == 6 and labeler.exhausted
+        labeler.close()

@@ -212,3 +212,96 @@ def test_train_job_with_the_vlm_labeler_pays_each_label_once(tmp_path, capsys, m
         again = json.loads((tmp_path / "b" / "labels" / "stats.json").read_text())
         assert again["queries"] == 20 and again["extra"]["endpoint"].get("api_calls", 0) == 0
     capsys.readouterr()
+
+
+def stub_vlm(server, **kw):
+    kw = {"max_workers": 4, "backoff_base": 0.01, "backoff_max": 0.05, "timeout": 5.0, **kw}
+    return VLMPreferenceLabeler(model="stub-vlm", base_url=server.base_url, **kw)
+
+
+def test_a_resumed_run_pays_at_most_the_budget(tmp_path):
+    """`vlmrl train ... max_queries=50` killed after a checkpoint and resumed used to pay up to 100 pairs."""
+    cache = tmp_path / "labels.sqlite"
+    rng = np.random.default_rng(0)
+    with StubVLMServer() as server:
+
+        def online():
+            return small_reward(
+                lambda rng: stub_vlm(server, max_queries=50, rng=rng),
+                tmp_path / "run",
+                label_every=48,
+                queries_per_update=30,
+                max_epochs=2,
+                label_cache=cache,
+            )
+
+        reward = online()
+        reward.observe_rollout(*toy_rollout(rng), 48)
+        reward.save_state(tmp_path / "ckpt")  # the checkpoint: 30 pairs paid
+        reward.observe_rollout(*toy_rollout(rng), 96)  # 20 more, then the budget is used up; killed here
+        assert server.counts["stage1"] == 50
+
+        resumed = online()
+        resumed.load_state(tmp_path / "ckpt")
+        for step in (96, 144, 192):
+            resumed.observe_rollout(*toy_rollout(rng), step)
+        assert server.counts["stage1"] == 50  # nothing paid after the resume: the budget was spent before it
+        resumed.close()
+        stats = json.loads((tmp_path / "run" / "labels" / "stats.json").read_text())
+        assert stats["spend_total"]["queries"] == 50 and stats["spend_total"]["max_queries"] == 50
+
+
+def test_an_endpoint_that_answers_only_garbage_stops_the_run(tmp_path):
+    """Unparseable answers are failures, not labels: no valid label to train on is one clear error."""
+    with StubVLMServer(failures={"malformed": 1.0}) as server:
+        reward = small_reward(
+            lambda rng: stub_vlm(server, rng=rng, parse_retries=0),
+            tmp_path,
+            queries_per_update=12,
+            label_cache=tmp_path / "c.sqlite",
+        )
+        with pytest.raises(ValueError, match="valid labels") as err:
+            reward.observe_rollout(*toy_rollout(np.random.default_rng(0)), 48)
+        assert "on_few_labels=warn" in str(err.value) and "\n" not in str(err.value)
+        assert len(reward.labeler.cache) == 0  # nothing cached: a later run asks again
+        reward.close()
+
+
+def test_too_few_labels_continue_with_a_warning_when_configured(tmp_path, caplog):
+    with StubVLMServer(failures={"malformed": 1.0}) as server:
+        reward = small_reward(
+            lambda rng: stub_vlm(server, rng=rng, parse_retries=0),
+            tmp_path,
+            queries_per_update=12,
+            on_few_labels="warn",
+        )
+        assert not reward.observe_rollout(*toy_rollout(np.random.default_rng(0)), 48)  # nothing to retrain on
+        reward.close()
+    stats = json.loads((tmp_path / "labels" / "stats.json").read_text())
+    assert stats["failures"] == 12 and stats["valid"] == 0 and stats["paid"] == 12
+    assert len(stats["warnings"]) == 1 and "valid labels" in stats["warnings"][0]
+    assert any("valid labels" in r.message for r in caplog.records if r.levelname == "WARNING")
+    from vlmrl.report.run_report import write_report
+    from vlmrl.runs import RunFolder
+
+    RunFolder(tmp_path).log_metrics(48, 0.0, 0.0, 0)
+    assert "too few valid labels" in write_report(tmp_path).read_text()  # and in the run report
+    with pytest.raises(ValueError, match="on_few_labels"):
+        OnlinePreferenceReward(SimulatedTeacher(), on_few_labels="ignore")
+
+
+def test_rlvlmf_config_carries_the_spend_and_swap_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("VLMRL_LABEL_CACHE", str(tmp_path / "c.sqlite"))
+    overrides = [
+        "labelers.labeler.swap_consistency=true",
+        "labelers.labeler.max_spend=5",
+        "labelers.on_few_labels=warn",
+    ]
+    cfg = compose("train", ["labelers=rlvlmf", "device=cpu", *overrides]).labelers
+    reward = instantiate(cfg, run_dir=tmp_path, rng=np.random.default_rng(0))
+    vlm = reward.labeler.labeler
+    assert vlm.swap_consistency and vlm.max_spend == 5.0 and vlm.prices["gpt-4o"] == (2.5, 10.0)
+    assert reward.labeler.budget_key == "vlm:gpt-4o" and reward.trainer.on_few_labels == "warn"
+    assert reward.stats().spend_total["durable"] and not reward.labeler.exhausted
+    reward.close()

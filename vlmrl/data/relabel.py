@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,7 @@ from vlmrl.data.dataset import DatasetError, OfflineDataset
 from vlmrl.data.scoring import score_dataset
 from vlmrl.labelers.base import Labeler
 from vlmrl.labelers.cache import CachedLabeler, LabelCache
-from vlmrl.preferences import DatasetFragmenter, RewardTrainer
+from vlmrl.preferences import DatasetFragmenter, RewardTrainer, failure_detail
 from vlmrl.rewards.base import RewardModel
 from vlmrl.rewards.preference import STATE_FILE, PreferenceRewardModel
 from vlmrl.runs import LabelStats, atomic_path, write_json
@@ -40,13 +41,15 @@ LABEL_CACHE = "labels.sqlite"
 
 
 def report_labels(stats: LabelStats) -> dict[str, float]:
-    """The report's ``labels`` entry: pairs, paid, cached, valid and (when any was judged) label_accuracy."""
+    """The report's ``labels`` entry: pairs, paid, cached, valid, ties (when any) and label_accuracy (when judged)."""
     out = {
         "pairs": float(stats.queries),
         "paid": float(stats.paid),
         "cached": float(stats.cache_hits),
         "valid": float(stats.valid),
     }
+    if stats.ties:
+        out["ties"] = float(stats.ties)
     if stats.judged:
         out["label_accuracy"] = float(stats.accuracy)
     return out
@@ -105,7 +108,9 @@ def relabel(
             wrapped in one over ``label_cache``); ``None`` uses ``reward`` zero-shot.
         num_pairs: pairs to label.
         segment: steps per segment.
-        fit_kwargs: :class:`~vlmrl.preferences.RewardTrainer` settings (``max_epochs``, ``target_acc``, ``max_steps``).
+        fit_kwargs: :class:`~vlmrl.preferences.RewardTrainer` settings (``max_epochs``, ``target_acc``, ``max_steps``,
+            ``min_valid_fraction``, ``on_few_labels``): too few valid labels stop the run with one error, or with
+            ``on_few_labels="warn"`` go on with a warning in the log and in the report's ``warnings``.
         label_cache: the label cache (path or open cache) for an uncached labeler; default ``<work_dir>/labels.sqlite``.
         backend: ``local`` or ``ray`` scoring.
         shard_size: transitions per scored shard.
@@ -114,7 +119,10 @@ def relabel(
         log: progress messages.
 
     Returns:
-        ``(relabeled dataset, report)``; the report holds label stats, fit stats, agreement and timings.
+        ``(relabeled dataset, report)``; the report holds the label summary (``labels``) and the full record
+        (``label_stats``: failures, this run's spend, the budget key's recorded spend, warnings), fit stats,
+        agreement and timings. Failed labels (errors, unparseable answers, budget refusals) are not cached: a
+        later run asks them again, and refits when the labels changed.
     """
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -127,9 +135,12 @@ def relabel(
                 f"{type(reward).__name__} cannot be fit to preference labels: with a labeler, pass a"
                 " PreferenceRewardModel (labelers=teacher or rlvlmf); without one the reward scores zero-shot"
             )
-        report["labels"], report["fit"] = _fit_from_preferences(
+        report["labels"], report["fit"], stats = _fit_from_preferences(
             dataset, reward, work, rng, labeler, num_pairs, segment, fit_kwargs or {}, label_cache, log
         )
+        report["label_stats"] = stats.to_dict()
+        if stats.warnings:
+            report["warnings"] = list(stats.warnings)
         model_id = hashlib.sha256((work / STATE_FILE).read_bytes()).hexdigest()[:16]
     t0 = time.perf_counter()
     fingerprint = f"{dataset_fingerprint(dataset)}-{model_id}"
@@ -173,12 +184,17 @@ def _fit_from_preferences(
     fit_kwargs: dict[str, Any],
     label_cache: str | Path | LabelCache | None,
     log: Callable[[str], None],
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Steps 1-3: fragment, label through the cache, fit (or reload the fitted model); ``(labels, fit)`` reports."""
+) -> tuple[dict[str, float], dict[str, float], LabelStats]:
+    """Steps 1-3: fragment, label through the cache, fit (or reload the fitted model).
+
+    Returns:
+        The ``labels`` and ``fit`` reports and the full label statistics (failures, spend, warnings).
+    """
     t0 = time.perf_counter()
     query = DatasetFragmenter(dataset, segment)(num_pairs, rng)
     if isinstance(labeler, CachedLabeler):
         labels = labeler(list(query.pairs))
+        spend_total = labeler.spend_total()
     else:
         cache = (
             label_cache
@@ -186,33 +202,50 @@ def _fit_from_preferences(
             else LabelCache(Path(label_cache or work / LABEL_CACHE).expanduser())
         )
         try:
-            labels = CachedLabeler(labeler, cache)(list(query.pairs))
+            cached = CachedLabeler(labeler, cache)
+            labels = cached(list(query.pairs))
+            spend_total = cached.spend_total()
         finally:
             if cache is not label_cache:
+                recorded = cache.spend(labeler.budget_key) if labeler.budget_key is not None else None
                 cache.close()
+                if recorded is not None:  # the file is closed: the labeler's budget keeps its last record
+                    labeler.bind_spend(lambda: recorded)
     trainer = RewardTrainer(reward, **fit_kwargs, labeler=labeler.name)
     label_report = report_labels(trainer.add(query, labels))
+    trainer.stats.spend_total = spend_total
+    trainer.stats.extra["endpoint"] = labeler.endpoint_stats()
     log(f"labels: {label_report}")
     label_report["seconds"] = time.perf_counter() - t0
+    trainer.check_labels(failure_detail(trainer.stats.extra["endpoint"]), final=True)
     with atomic_path(work / "labels.npz") as tmp:
         np.savez(
             tmp,
             first=query.first_index,
             second=query.second_index,
-            labels=np.array([lab.value for lab in labels], np.int64),
+            labels=np.array([lab.value for lab in labels], np.float32),  # 0, 1, 0.5 (equally good) or -1
             raw=np.array([lab.raw for lab in labels]),
+            failed=np.array([lab.failed for lab in labels], bool),
         )
+    # The fitted model is reused only for the labels it was fit on: a human override changes them, and refits.
+    labels_sha = hashlib.sha256(np.array([lab.value for lab in labels], np.float64).tobytes()).hexdigest()[:16]
+    fitted = json.loads((work / "fit.json").read_text()) if (work / "fit.json").exists() else {}
     if (work / STATE_FILE).exists():
-        reward.load_state(work)
-        fit = json.loads((work / "fit.json").read_text()) if (work / "fit.json").exists() else {}
-        log(f"reward model loaded from {work / STATE_FILE}")
-        return label_report, fit
-    if not len(trainer):
-        raise ValueError("the labeler gave no usable label (all -1); check its thresholds or prompt")
+        if fitted.get("labels_sha", labels_sha) == labels_sha:
+            reward.load_state(work)
+            log(f"reward model loaded from {work / STATE_FILE}")
+            return label_report, {k: v for k, v in fitted.items() if k != "labels_sha"}, trainer.stats
+        log("labels changed since the reward model was fit (human overrides): fitting it again")
+    if not len(trainer):  # on_few_labels=warn and not one valid label: the untrained model scores
+        reward.save_state(work)
+        write_json(work / "fit.json", {"pairs": 0.0, "labels_sha": labels_sha}, indent=None)
+        return label_report, {"pairs": 0.0}, trainer.stats
     t0 = time.perf_counter()
     fit = {k: float(v) for k, v in trainer.train(rng).items()}
     fit["seconds"] = time.perf_counter() - t0
     log(f"reward model fit: {fit}")
     reward.save_state(work)
-    write_json(work / "fit.json", fit, indent=None)
-    return label_report, fit
+    write_json(work / "fit.json", {**fit, "labels_sha": labels_sha}, indent=None)
+    if (work / "shards").is_dir():  # scored by the model fit before: a new model scores afresh
+        shutil.rmtree(work / "shards")
+    return label_report, fit, trainer.stats

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from vlmrl.types import Label
+from vlmrl.types import Label, Spend
 
 
 class Labeler(abc.ABC):
@@ -17,6 +17,8 @@ class Labeler(abc.ABC):
     """
 
     name: str = "labeler"
+    #: The task text the labeler judges against, kept beside its labels for audits ("" when it has none).
+    goal: str = ""
 
     @abc.abstractmethod
     def __call__(self, queries: Sequence[Any]) -> list[Label]:
@@ -43,6 +45,20 @@ class Labeler(abc.ABC):
 
     def endpoint_stats(self) -> dict[str, int]:
         """Endpoint counters (calls, retries, failures) for the label statistics; empty for offline labelers."""
+        return {}
+
+    #: Where this labeler's spend is recorded in a label cache (``None``: it pays for nothing, has no budget).
+    budget_key: str | None = None
+
+    def bind_spend(self, recorded: Callable[[], Spend]) -> None:
+        """Read the spend recorded so far under :attr:`budget_key` from ``recorded`` (the cache layer calls this).
+
+        A labeler with a budget checks it against that durable record, so a resumed run, or another run on the
+        same cache and key, continues from what was paid. Default: ignored.
+        """
+
+    def spend_total(self) -> dict[str, Any]:
+        """The spend recorded under :attr:`budget_key` and the budget it counts against; empty when unpaid."""
         return {}
 
     def close(self) -> None:

@@ -287,6 +287,23 @@ def _label_section(stats: LabelStats | str) -> str:
         ("budget", "none" if stats.budget is None else stats.budget),
         ("pending", stats.pending),
     ]
+    if stats.inconsistent:
+        rows.append(("inconsistent under swapped order (dropped)", stats.inconsistent))
+    if isinstance(stats.cost_usd, int | float) and (stats.prompt_tokens or stats.completion_tokens or stats.cost_usd):
+        rows += [
+            ("prompt / completion tokens (this run)", f"{stats.prompt_tokens} / {stats.completion_tokens}"),
+            ("spend, USD (this run)", round(float(stats.cost_usd), 6)),
+        ]
+    if isinstance(stats.spend_total, dict) and stats.spend_total:
+        total = stats.spend_total
+        rows.append(
+            (
+                f"recorded under budget key {total.get('budget_key')} (all runs on the cache)",
+                f"{total.get('queries')} queries of max {total.get('max_queries')},"
+                f" {total.get('cost_usd', 0.0):.6f} USD of max {total.get('max_spend')}",
+            )
+        )
+    parts += [f'<p class="warn">{H.esc(str(w))}</p>' for w in stats.warnings if isinstance(stats.warnings, list)]
     parts.append(H.key_value_table(rows))
     if stats.extra:
         flat = [(k, v) for k, v in stats.extra.items() if not isinstance(v, dict | list)]

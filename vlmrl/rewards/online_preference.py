@@ -8,10 +8,16 @@ through ``observe_rollout`` at rollout end) the :class:`~vlmrl.preferences.Rollo
 ones and retrains the :class:`~vlmrl.rewards.preference.PreferenceRewardModel` ensemble; PPO then rewards the
 whole rollout with the retrained model. The label statistics go to ``<run_dir>/labels/stats.json``
 (:class:`~vlmrl.runs.LabelStats`, per-update history in ``extra``) and the labeled pairs beside it.
+
+Failed labels (endpoint errors, unparseable answers, budget refusals) are counted, never cached and never
+trained on; a run whose labeler gives too few valid ones (under ``min_valid_fraction`` of its queries) stops
+with one error (or goes on with a warning, ``on_few_labels="warn"``). The labeler's spend budget is read from
+the label cache, where every paid answer's cost is recorded: a resumed run continues from what was paid.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -24,7 +30,7 @@ from scipy.stats import spearmanr
 
 from vlmrl.labelers.base import Labeler
 from vlmrl.labelers.cache import CachedLabeler, LabelCache
-from vlmrl.preferences import RewardTrainer, RolloutFragmenter
+from vlmrl.preferences import RewardTrainer, RolloutFragmenter, failure_detail
 from vlmrl.rewards.base import RewardModel
 from vlmrl.rewards.preference import QUERY_SELECTIONS, PreferenceRewardModel
 from vlmrl.runs import LabelStats, RunFolder, write_json
@@ -57,7 +63,12 @@ class OnlinePreferenceReward(RewardModel):
         max_train_steps: cap on gradient steps per update (None: none); keeps an update's cost flat.
         label_cache: SQLite label cache shared across runs (a path, ``~`` expanded, or an open
             :class:`~vlmrl.labelers.cache.LabelCache`); the labeler is wrapped in a
-            :class:`~vlmrl.labelers.cache.CachedLabeler` over it. None: answers are not cached.
+            :class:`~vlmrl.labelers.cache.CachedLabeler` over it, which also keeps the labeler's spend record
+            (its budget then holds across resumes). None: answers are not cached, spend is counted in memory.
+        min_valid_fraction: share of the run's queries that must come back valid, checked after each update
+            (and at least one valid label when the budget is used up).
+        on_few_labels: ``error`` (stop with one line naming the counts and the fix) or ``warn`` (log it, write
+            it to the label stats' ``warnings`` and train on what there is).
         seed: initial weights of the ensemble.
     """
 
@@ -85,6 +96,8 @@ class OnlinePreferenceReward(RewardModel):
         target_acc: float = 0.97,
         max_train_steps: int | None = None,
         label_cache: str | Path | LabelCache | None = None,
+        min_valid_fraction: float = 0.1,
+        on_few_labels: str = "error",
         seed: int = 0,
         **_: Any,
     ):
@@ -115,6 +128,8 @@ class OnlinePreferenceReward(RewardModel):
             max_steps=max_train_steps,
             store_size=self.model.image_size,
             labeler=labeler.name,
+            min_valid_fraction=min_valid_fraction,
+            on_few_labels=on_few_labels,
         )
         self.label_every, self.queries_per_update = int(label_every), int(queries_per_update)
         self.max_labels = int(max_labels)
@@ -164,9 +179,12 @@ class OnlinePreferenceReward(RewardModel):
             raise ValueError(f"got {len(frames)} frames for a rollout of {t_len} steps x {n_envs} envs")
         self.fragmenter.add_rollout(frames.reshape(t_len, n_envs, *frames.shape[1:]), env_rewards, dones)
         retrained = False
-        if num_timesteps >= self.next_update and self.budget_left > 0:
-            retrained = bool(self.update(num_timesteps)) and len(self.trainer) > 0
-            self.next_update = num_timesteps + self.label_every
+        if num_timesteps >= self.next_update:
+            if self.budget_left > 0:
+                retrained = bool(self.update(num_timesteps)) and len(self.trainer) > 0
+                self.next_update = num_timesteps + self.label_every
+            else:  # no label will come any more: the labels so far must be enough
+                self.trainer.check_labels(failure_detail(self.labeler.endpoint_stats()), final=True)
         sample = self.rng.choice(len(frames), size=min(256, len(frames)), replace=False)
         rewards = env_rewards.reshape(-1)[sample]
         if np.ptp(rewards) > 0:
@@ -183,19 +201,24 @@ class OnlinePreferenceReward(RewardModel):
         labels = self.labeler(list(query.pairs))
         label_s = time.perf_counter() - t0
         batch = self.trainer.add(query, labels)
+        self.updates += 1
+        self.trainer.check_labels(failure_detail(self.labeler.endpoint_stats()))
         t0 = time.perf_counter()
         if len(self.trainer):
             self.last_train = self.trainer.train(self.rng)
         train_s = time.perf_counter() - t0
-        self.updates += 1
         entry = {
             "step": int(num_timesteps),
             "update": self.updates,
             "queries": batch.queries,
             "valid": batch.valid,
+            "ties": batch.ties,
             "judged": batch.judged,
             "correct": batch.correct,
             "cached": batch.cache_hits,
+            "failures": batch.failures,
+            "inconsistent": batch.inconsistent,
+            "cost_usd": batch.cost_usd,
             "label_acc": batch.correct / batch.judged if batch.judged else None,
             "label_s": round(label_s, 3),
             "train_s": round(train_s, 3),
@@ -216,6 +239,8 @@ class OnlinePreferenceReward(RewardModel):
         out = {
             "pref_labels": float(self.label_stats.queries),
             "pref_labels_valid": float(self.label_stats.valid),
+            "pref_label_failures": float(self.label_stats.failures),
+            "pref_cost_usd": float(self.label_stats.cost_usd),
             "pref_label_acc": self.label_accuracy(),
             "pref_updates": float(self.updates),
             "pref_reward_gt_spearman": self.last_spearman,
@@ -226,18 +251,14 @@ class OnlinePreferenceReward(RewardModel):
         return out
 
     def stats(self) -> LabelStats:
-        """What ``labels/stats.json`` holds: the label counts, the endpoint counters and the per-update history."""
-        totals = self.label_stats
-        return LabelStats(
-            labeler=totals.labeler,
-            queries=totals.queries,
-            paid=totals.paid,
-            cache_hits=totals.cache_hits,
-            valid=totals.valid,
-            judged=totals.judged,
-            correct=totals.correct,
-            failures=totals.failures,
+        """What ``labels/stats.json`` holds: the label counts and this run's spend, the spend recorded under the
+        labeler's budget key, the endpoint counters and the per-update history.
+        """  # noqa: D205
+        return dataclasses.replace(
+            self.label_stats,
             budget=self.max_labels,
+            spend_total=self.labeler.spend_total(),
+            warnings=list(self.label_stats.warnings),
             extra={
                 "endpoint": self.labeler.endpoint_stats(),
                 "dataset_pairs": len(self.trainer),
