@@ -45,6 +45,10 @@ NOT_SHAPING = (
     "*.max_retries",
     "*.backoff_base",
     "*.api_key_env",
+    # The spend budget is durable and shared by every run on the cache: raising it continues the same job.
+    "*.max_queries",
+    "*.max_spend",
+    "*.on_few_labels",
 )
 #: The file a work folder keeps its job's fingerprint in.
 FINGERPRINT_FILE = "fingerprint.json"
