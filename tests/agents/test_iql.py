@@ -177,6 +177,26 @@ def test_unrelabeled_dataset_trains_iql_gt_on_its_own_rewards(relabeled_file):
     np.testing.assert_array_equal(agent.rewards_for("iql_gt", raw), raw.rewards)
 
 
+def test_return_range_scaling_is_the_iql_papers(relabeled_file, tmp_path):
+    """``reward_scaler=return_range``: r * 1000 / (max - min episode return), from each variant's own rewards."""
+    data = load_dataset(relabeled_file / "relabeled.h5")
+    agent = IQLAgent(dataset=str(relabeled_file / "relabeled.h5"), reward_scaler="return_range",
+                     variants=["iql", "iql_gt"], **SMALL)  # fmt: skip
+    train(agent, tmp_path, env_fn=None)
+    for variant, rewards in (("iql", data.rewards), ("iql_gt", data.ground_truth_rewards())):
+        scaler = load_variant(tmp_path / "checkpoints" / f"{variant}.d3").reward_scaler
+        returns = data.episode_returns(rewards)
+        assert (scaler.return_min, scaler.return_max) == pytest.approx((returns.min(), returns.max()))
+        expected = rewards * 1000.0 / (returns.max() - returns.min())
+        np.testing.assert_allclose(scaler.transform_numpy(rewards), expected, rtol=1e-5)
+    assert scaler.transform_numpy(np.zeros(1, np.float32))[0] == 0  # a pure scale: no shift, unlike standard
+    flat = data.with_rewards(np.zeros(len(data), np.float32))
+    save_dataset(flat, tmp_path / "flat.h5")
+    with pytest.raises(ValueError, match="return range is 0"):
+        train(IQLAgent(dataset=str(tmp_path / "flat.h5"), reward_scaler="return_range", variants=["iql"], **SMALL),
+              tmp_path / "flat_run", env_fn=None)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

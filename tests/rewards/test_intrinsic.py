@@ -11,6 +11,7 @@ from vlmrl.rewards.intrinsic import (
     HashingModel,
     OniReward,
     RankingModel,
+    RunningMoments,
     bradley_terry_loss,
     count_decayed_reward,
 )
@@ -56,6 +57,73 @@ def test_classifier_generalises_to_unlabeled_messages():
     model.update(GOOD + BAD, np.array([1] * 4 + [0] * 4), np.random.default_rng(1))
     assert model.reward(["You see here 12 gold pieces."])[0] == 1.0
     assert model.reward(["It's solid stone!"])[0] == 0.0
+
+
+def test_classification_threshold_makes_the_reward_sparser():
+    model = ClassificationModel(features="chars", steps_per_update=300)
+    model.update(GOOD + BAD, np.array([1] * 4 + [0] * 4), np.random.default_rng(1))
+    probs = 1 / (1 + np.exp(-model.scores(GOOD + BAD)))
+    for threshold in (0.5, float(np.median(probs[:4]))):
+        model.threshold, model.logit_threshold = threshold, float(np.log(threshold / (1 - threshold)))
+        np.testing.assert_array_equal(model.reward(GOOD + BAD), (probs > threshold).astype(np.float32))
+    assert model.reward(GOOD).sum() == 2  # the median of the helpful ones: half of them pass
+    strict = ClassificationModel(features="chars", threshold=0.99)
+    assert strict.logit_threshold == pytest.approx(np.log(99))
+    with pytest.raises(ValueError, match="threshold=1.5"):
+        ClassificationModel(threshold=1.5)
+
+
+def test_running_moments_match_the_weighted_stream():
+    rng = np.random.default_rng(0)
+    moments, stream = RunningMoments(), []
+    for _ in range(5):
+        values, weights = rng.normal(3.0, 2.0, 7), rng.integers(1, 4, 7).astype(float)
+        moments.update(values, weights)
+        stream += [v for v, w in zip(values, weights, strict=True) for _ in range(int(w))]
+    assert moments.count == len(stream)
+    assert moments.mean == pytest.approx(np.mean(stream)) and moments.var == pytest.approx(np.var(stream))
+    assert RunningMoments(**moments.state()).state() == moments.state()
+
+
+def test_ranking_normalises_with_running_statistics_of_the_messages_met():
+    """ONI's online Motif: z over the scores of the rollouts' messages, kept above -0.5 (small negatives allowed)."""
+    model = RankingModel(features="chars", steps_per_update=200)
+    model.update(GOOD + BAD, np.array([1] * 4 + [0] * 4), np.random.default_rng(0))
+    labeled = (model.mean, model.std)
+    assert model.normaliser() == labeled  # nothing met yet: the labeled set's statistics stand in
+    met = [GOOD[0]] * 2 + [BAD[0]] * 6 + [BAD[1]] * 4  # mostly unhelpful messages, as an agent meets them
+    model.observe(met)
+    scores = model.scores(met)
+    mean, std = model.normaliser()
+    assert mean == pytest.approx(scores.mean(), rel=1e-5) and std == pytest.approx(scores.std(), rel=1e-4)
+    assert mean != pytest.approx(labeled[0])
+    z = (model.scores(GOOD + BAD) - mean) / std
+    np.testing.assert_allclose(model.reward(GOOD + BAD), np.where(z > -0.5, z, 0.0), rtol=1e-5, atol=1e-6)
+    near = RankingModel(features="chars", threshold=-3.0)
+    near.load_state_dict(model.state_dict())
+    assert near.running.state() == model.running.state()
+    assert (near.reward(BAD) < 0).any()  # between the threshold and 0 the reward is negative, as in ONI
+    # the earlier vlmrl variant: statistics of the labeled messages, cut at 0
+    old = RankingModel(features="chars", normalisation="labeled", threshold=0.0)
+    old.load_state_dict(model.state_dict())
+    old.observe(met)
+    z_old = (old.scores(GOOD + BAD) - labeled[0]) / labeled[1]
+    np.testing.assert_allclose(old.reward(GOOD + BAD), np.maximum(0.0, z_old), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="normalisation='quantile'"):
+        RankingModel(normalisation="quantile")
+
+
+def test_oni_reward_feeds_each_rollout_to_the_ranking_statistics():
+    reward = OniReward(model="ranking", server_url="http://127.0.0.1:9", model_kwargs={"steps_per_update": 100})
+    reward.known = {m: 1 for m in GOOD} | {m: 0 for m in BAD}
+    reward.model.update(GOOD + BAD, np.array([1] * 4 + [0] * 4), np.random.default_rng(0))
+    messages = [GOOD[0], "", BAD[0], BAD[1]]
+    reward.observe_rollout(messages, np.zeros((4, 1), np.float32), np.zeros((4, 1), bool), 4)
+    assert reward.model.running.count == 3  # the non-empty messages of each step
+    np.testing.assert_allclose(reward.model.normaliser()[0], reward.model.scores([GOOD[0], BAD[0], BAD[1]]).mean())
+    before = reward.model.running.state()
+    reward.evaluate(messages)  # side-effect free
+    assert reward.model.running.state() == before
 
 
 def wait_for_labels(reward, messages, timeout=20.0):
@@ -180,14 +248,14 @@ def test_minilm_features_classifier():
 
 def test_in_process_oni_reward_calls_its_core_without_http(monkeypatch):
     from vlmrl.annotation.client import DirectClient, HttpClient
-    from vlmrl.http_json import JsonClient, JsonServer
+    from vlmrl.web import WebServer
 
     with StubEndpoint() as stub:
 
         def refuse(*args, **kwargs):
             raise AssertionError("an in-process annotation server must not speak HTTP to itself")
 
-        for cls in (JsonServer, JsonClient, HttpClient):  # no HTTP front can be bound, no HTTP client built
+        for cls in (WebServer, HttpClient):  # no HTTP front can be bound, no HTTP client built
             monkeypatch.setattr(cls, "__init__", refuse)
         reward = OniReward(model="hashing", labeler=LLMJudge(timeout=2.0), endpoint=stub.base_url, store_path=None)
         wait_for_labels(reward, [GOOD[0], BAD[0]])

@@ -28,6 +28,47 @@ def test_bradley_terry_loss_matches_hand_computed_values():
     assert float(bradley_terry_loss(r1[:1], r1[:1], torch.tensor([0.5]))) == pytest.approx(np.log(2), rel=1e-6)
 
 
+def test_soft_target_gradient_pulls_returns_together():
+    """A 0.5 target is soft cross-entropy: no gradient at equal returns, and it shrinks a gap from either side."""
+    for gap in (2.0, -2.0):
+        r1, r2 = torch.tensor([0.0], requires_grad=True), torch.tensor([gap], requires_grad=True)
+        bradley_terry_loss(r1, r2, torch.tensor([0.5])).backward()
+        assert np.sign(float(r2.grad)) == np.sign(gap) and float(r1.grad) == pytest.approx(-float(r2.grad))
+    r = torch.tensor([0.3], requires_grad=True)
+    bradley_terry_loss(r, r.detach(), torch.tensor([0.5])).backward()
+    assert float(r.grad) == pytest.approx(0.0)
+
+
+def test_a_tie_trains_toward_one_half():
+    """Teacher ties (|R1 - R2| < eps_equal * margin) reach the Bradley-Terry loss as 0.5 and undo a learned gap."""
+    rng = np.random.default_rng(0)
+    light, dark = np.full((1, 16, 16, 3), 200, np.uint8), np.full((1, 16, 16, 3), 40, np.uint8)
+    model = PreferenceRewardModel(ensemble_size=1, image_size=16, lr=3e-3, batch_size=16, seed=0)
+    # first the model learns that the light frame is better (hard labels)
+    RewardTrainer(model, max_epochs=10, target_acc=1.01).fit(
+        np.stack([dark] * 16), np.stack([light] * 16), np.ones(16, np.float32), rng
+    )
+    p_before = float(model.preference_probs(dark[None], light[None])[0, 0])
+    assert p_before > 0.7
+    # then the teacher says the two are equally good: returns 0.50 vs 0.51, margin 1 -> thr_equal 0.05
+    meta = {"mean_episode_return": 10.0, "episode_length": 10}
+    pairs = [
+        FragmentPair(
+            Fragment(frames=dark, env_rewards=np.array([0.50], np.float32), meta=meta),
+            Fragment(frames=light, env_rewards=np.array([0.51], np.float32), meta=meta),
+        )
+    ] * 16
+    labels = SimulatedTeacher(eps_equal=0.05)(pairs)
+    assert {lab.value for lab in labels} == {0.5}
+    trainer = RewardTrainer(model, max_epochs=60, target_acc=1.01)
+    trainer.add(pairs, labels)
+    assert len(trainer) == 16 and trainer.stats.ties == 16 and trainer.stats.judged == 0
+    np.testing.assert_array_equal(trainer.targets, np.full(16, 0.5, np.float32))
+    trainer.train(rng)
+    p_after = float(model.preference_probs(dark[None], light[None])[0, 0])
+    assert abs(p_after - 0.5) < 0.1 < abs(p_before - 0.5), (p_before, p_after)
+
+
 def test_predict_shapes_dtypes_and_determinism():
     model = PreferenceRewardModel(ensemble_size=2, image_size=32, seed=3)
     frames = np.random.default_rng(0).integers(0, 255, (5, 40, 40, 3), dtype=np.uint8)
@@ -135,11 +176,13 @@ def test_teacher_labels_on_real_cloth_frames_rank_held_out_episodes():
     rng = np.random.default_rng(0)
     i, j = rng.integers(0, len(frames), 400), rng.integers(0, len(frames), 400)
     reward = -metric
+    meta = {"mean_episode_return": float(reward.sum()) / 12, "episode_length": 40}  # margin ~ -0.17 per frame
     pairs = [
-        FragmentPair(Fragment(env_rewards=reward[a : a + 1]), Fragment(env_rewards=reward[b : b + 1]))
+        FragmentPair(Fragment(env_rewards=reward[a : a + 1], meta=meta), Fragment(env_rewards=reward[b : b + 1]))
         for a, b in zip(i, j, strict=True)
     ]
-    labels = np.array([lab.value for lab in SimulatedTeacher(beta="inf", equal_threshold=1e-3)(pairs)])
+    # distances within ~1 mm (0.6 % of the margin) look the same in a 64x64 frame: equally good
+    labels = np.array([lab.value for lab in SimulatedTeacher(beta="inf", eps_equal=0.006)(pairs)])
     keep = labels != -1
     model = PreferenceRewardModel(ensemble_size=3, image_size=64, lr=1e-3, batch_size=32)
     RewardTrainer(model, max_epochs=30).fit(frames[i][keep][:, None], frames[j][keep][:, None], labels[keep], rng=rng)

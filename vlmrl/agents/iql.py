@@ -32,10 +32,14 @@ from vlmrl.rollouts import Episode, Policy, episode_seeds, iter_episodes
 from vlmrl.runs import RunFolder, atomic_path, write_json
 
 VARIANTS = ("iql", "bc", "iql_gt")
+REWARD_SCALERS = ("standard", "minmax", "return_range", "none")
+#: The IQL paper's reward scale: rewards times 1000 / (max - min episode return of the dataset).
+RETURN_RANGE_SCALE = 1000.0
 
 
-def _reward_scaler(name: str | None):
-    from d3rlpy.preprocessing import MinMaxRewardScaler, StandardRewardScaler
+def _reward_scaler(name: str | None, episode_returns: np.ndarray | None = None):
+    """d3rlpy's reward scaler of that name; ``return_range`` is fixed from ``episode_returns`` when given."""
+    from d3rlpy.preprocessing import MinMaxRewardScaler, ReturnBasedRewardScaler, StandardRewardScaler
 
     if name in (None, "none"):
         return None
@@ -43,7 +47,17 @@ def _reward_scaler(name: str | None):
         return StandardRewardScaler()
     if name == "minmax":
         return MinMaxRewardScaler()
-    raise ValueError(f"reward_scaler={name!r}: use standard, minmax or none")
+    if name == "return_range":
+        if episode_returns is None:
+            return ReturnBasedRewardScaler(multiplier=RETURN_RANGE_SCALE)  # fitted by d3rlpy on the dataset
+        low, high = float(np.min(episode_returns)), float(np.max(episode_returns))
+        if not high > low:
+            raise ValueError(
+                f"reward_scaler=return_range: every episode returns {high:.6g}, so the return range is 0;"
+                " use agents.reward_scaler=standard"
+            )
+        return ReturnBasedRewardScaler(return_max=high, return_min=low, multiplier=RETURN_RANGE_SCALE)
+    raise ValueError(f"reward_scaler={name!r}: use {', '.join(REWARD_SCALERS)}")
 
 
 def load_variant(path: str | Path, device: str = "cpu:0"):
@@ -85,8 +99,9 @@ class IQLAgent(Agent):
         gamma: discount.
         actor_lr: actor (and BC) learning rate.
         critic_lr: critic and value learning rate.
-        reward_scaler: ``standard`` (zero mean, unit std), ``minmax`` or ``none``; applied to both IQL variants
-            so learned and ground-truth rewards are trained on the same scale.
+        reward_scaler: ``standard`` (zero mean, unit std), ``minmax``, ``return_range`` (the IQL paper's
+            ``r * 1000 / (max - min episode return)`` of the dataset: a pure scale, so episodes that end at real
+            terminals keep their sign) or ``none``; applied to both IQL variants alike, each on its own rewards.
         eval_episodes: evaluation episodes per variant (same seeds for every variant).
         video_episodes: episodes (the first evaluation seeds) recorded to ``videos/<variant>.mp4`` with the
             true reward under the frames; 0 records none.
@@ -151,8 +166,11 @@ class IQLAgent(Agent):
         self.num_threads = None if num_threads is None else int(num_threads)
 
     # ---- building ------------------------------------------------------------------------------------------
-    def build(self, variant: str):
-        """The d3rlpy algorithm of one variant (not yet built with a dataset)."""
+    def build(self, variant: str, episode_returns: np.ndarray | None = None):
+        """The d3rlpy algorithm of one variant (not yet built with a dataset).
+
+        ``episode_returns`` (``(E,)``, of the rewards the variant trains on) fixes the ``return_range`` scale.
+        """
         import d3rlpy
         from d3rlpy.models.encoders import VectorEncoderFactory
         from d3rlpy.preprocessing import StandardObservationScaler
@@ -178,7 +196,7 @@ class IQLAgent(Agent):
                 critic_encoder_factory=encoder,
                 value_encoder_factory=encoder,
                 observation_scaler=StandardObservationScaler(),
-                reward_scaler=_reward_scaler(self.reward_scaler),
+                reward_scaler=_reward_scaler(self.reward_scaler, episode_returns),
             )
         return config.create(device=self.device)
 
@@ -220,7 +238,8 @@ class IQLAgent(Agent):
                 results[variant] = json.loads(done_file.read_text())
                 continue
             d3rlpy.seed(train_seed)  # same initialisation and minibatch stream for every variant
-            mdp = data.to_d3rlpy(rewards=self.rewards_for(variant, data))
+            rewards = self.rewards_for(variant, data)
+            mdp = data.to_d3rlpy(rewards=rewards)
             n_steps = self.bc_steps if variant == "bc" else self.steps
             ckpt, progress = run.checkpoints / f"{variant}.d3", run.checkpoints / f"{variant}.json"
             start = 0
@@ -231,7 +250,7 @@ class IQLAgent(Agent):
                 if "rng" in saved:  # continue the minibatch stream where the killed job stopped
                     _set_global_rng_state(saved["rng"])
             else:
-                algo = self.build(variant)
+                algo = self.build(variant, data.episode_returns(rewards))
             t0 = time.perf_counter()
             if start < n_steps:
                 self._fit(algo, mdp, variant, start, n_steps, run)

@@ -280,6 +280,7 @@ def _label_section(stats: LabelStats | str) -> str:
         rows.append(("cache hit rate", stats.cache_hits / stats.queries))
     rows += [
         ("valid", stats.valid),
+        ("ties (equally good: trained as 0.5)", stats.ties),
         ("judged", stats.judged),
         ("correct", stats.correct),
         ("accuracy vs ground truth", accuracy),

@@ -3,10 +3,11 @@
 Three ways to turn labels into a reward (ONI, Zheng et al. 2024):
 
 - hashing: look the message's label up (unlabeled: 0);
-- classification: a small model on message text, trained online on the labels; reward ``1[p(helpful) > 0.5]``
-  (it also rewards messages the LLM has not seen yet);
-- ranking: a Bradley-Terry score over (helpful, unhelpful) message pairs (Motif-style), normalised by the
-  mean and standard deviation over labeled messages and cut at 0.
+- classification: a small model on message text, trained online on the labels; reward ``1[p(helpful) > threshold]``
+  (ONI's default threshold 0.5; it also rewards messages the LLM has not seen yet);
+- ranking: a Bradley-Terry score over (helpful, unhelpful) message pairs (Motif-style), normalised as ONI's online
+  Motif does: ``z = (s - mean) / std`` with running statistics of the scores of the messages the agent meets, kept
+  where ``z > threshold`` (ONI: -0.5, so slightly below-average messages give small negative rewards), else 0.
 
 The reward given to PPO for a step whose message ``msg`` has been seen ``N(msg)`` times is
 ``c_int * r_int(msg) / N(msg)^beta`` (β = 3); PPO adds ``c_ext * r_ext`` itself (``agents.env_reward_coef``).
@@ -16,9 +17,11 @@ episode ends); ``count_scope="run"`` counts over the whole run instead.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import logging
+import math
 import os
 import threading
 from collections import Counter
@@ -61,7 +64,30 @@ def make_features(kind: str) -> TextEncoder:
 
 
 # ---------------------------------------------------------------------------------------------- reward models
-class HashingModel:
+class MessageRewardModel(abc.ABC):
+    """Turns the LLM's labels of messages into ``r_int(msg)``; :class:`OniReward` calls every method."""
+
+    @abc.abstractmethod
+    def update(self, messages: Sequence[str], labels: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+        """Learn from newly labeled messages; returns numbers for the logs."""
+
+    @abc.abstractmethod
+    def reward(self, messages: Sequence[str]) -> np.ndarray:
+        """``float32 (N,)`` intrinsic rewards of the messages (before the count decay)."""
+
+    def observe(self, messages: Sequence[str]) -> None:
+        """See the non-empty messages of a rollout, one per step, before it is scored (no-op by default)."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict:
+        """Picklable state."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+
+
+class HashingModel(MessageRewardModel):
     """Retrieval: ``r_int(msg)`` is the LLM's label of ``msg`` (1 or 0), 0 while unlabeled."""
 
     def __init__(self, **_: Any):
@@ -86,7 +112,7 @@ class HashingModel:
         self.table = dict(state["table"])
 
 
-class _TextNet:
+class _TextNet(MessageRewardModel):
     """Shared parts of the trained models: features, an MLP head, the labeled set, an Adam optimiser."""
 
     def __init__(self, features: str = "chars", hidden: int = 64, lr: float = 1e-3, steps_per_update: int = 32,
@@ -124,7 +150,19 @@ class _TextNet:
 
 
 class ClassificationModel(_TextNet):
-    """A message classifier trained online on LLM labels; ``r_int = 1[p(helpful | msg) > 0.5]``."""
+    """A message classifier trained online on LLM labels; ``r_int = 1[p(helpful | msg) > threshold]``.
+
+    Args:
+        threshold: decision threshold on ``p(helpful)`` (ONI's ``classification_threshold``, default 0.5): higher
+            makes the reward sparser. Other keywords go to the text network (features, hidden, lr...).
+    """
+
+    def __init__(self, threshold: float = 0.5, **kwargs: Any):
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold={threshold}: a probability in (0, 1) (ONI: 0.5)")
+        super().__init__(**kwargs)
+        self.threshold = float(threshold)
+        self.logit_threshold = math.log(self.threshold / (1.0 - self.threshold))  # p > t  <=>  logit > log(t/(1-t))
 
     def update(self, messages: Sequence[str], labels: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
         """A few gradient steps of binary cross-entropy on minibatches of all labels so far."""
@@ -152,7 +190,7 @@ class ClassificationModel(_TextNet):
         """``float32 (N,)`` in {0, 1}; 0 everywhere until both labels have been seen."""
         if len(set(self.labels)) < 2 or not len(messages):
             return np.zeros(len(messages), dtype=np.float32)
-        return (self.scores(messages) > 0).astype(np.float32)
+        return (self.scores(messages) > self.logit_threshold).astype(np.float32)
 
 
 def bradley_terry_loss(score_preferred: torch.Tensor, score_other: torch.Tensor) -> torch.Tensor:
@@ -160,16 +198,73 @@ def bradley_terry_loss(score_preferred: torch.Tensor, score_other: torch.Tensor)
     return -nn.functional.logsigmoid(score_preferred - score_other).mean()
 
 
+class RunningMoments:
+    """Running mean and variance of a stream of weighted values (the parallel update of Chan et al., as in ONI)."""
+
+    def __init__(self, mean: float = 0.0, var: float = 1.0, count: float = 0.0):
+        self.mean, self.var, self.count = float(mean), float(var), float(count)
+
+    def update(self, values: np.ndarray, weights: np.ndarray) -> None:
+        """Merge a batch: ``values`` with ``weights`` (how often each was seen)."""
+        n = float(weights.sum())
+        if n <= 0:
+            return
+        batch_mean = float(np.dot(weights, values) / n)
+        batch_var = float(np.dot(weights, (values - batch_mean) ** 2) / n)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean, self.var, self.count = self.mean + delta * n / total, m2 / total, total
+
+    def state(self) -> dict[str, float]:
+        """Keyword arguments that rebuild these moments."""
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+
+#: Normalisations of the ranking score: ONI's running statistics over the messages met, or over the labeled set.
+RANKING_NORMALISATIONS = ("running", "labeled")
+
+
 class RankingModel(_TextNet):
     """Motif-style ranking: a scalar score trained with Bradley-Terry on (helpful, unhelpful) message pairs.
 
-    The reward is the score normalised by mean and std over labeled messages, cut at 0 (only messages that
-    rank above average are rewarded).
+    The reward is ``z * 1[z > threshold]`` with ``z = (s - mean) / std``. With ``normalisation="running"`` (ONI's
+    online Motif) mean and variance are running statistics of the scores of every message the agent meets
+    (:meth:`observe`, one per step, as ONI's reward normaliser sees its training batches; the labeled set's
+    statistics stand in until the rollouts have shown two different scores). ``"labeled"`` takes them over the
+    labeled messages instead; with ``threshold=0`` that is the earlier vlmrl reward ``max(0, z)``.
+
+    Args:
+        normalisation: ``running`` or ``labeled``.
+        threshold: rewards are kept where ``z > threshold`` (ONI's ``eps_threshold_quantile``, default -0.5: a
+            value on the normalised scale), 0 elsewhere.
     """
 
-    def __init__(self, **kwargs: Any):
+    def __init__(self, normalisation: str = "running", threshold: float = -0.5, **kwargs: Any):
+        if normalisation not in RANKING_NORMALISATIONS:
+            raise ValueError(f"normalisation={normalisation!r}: use one of {', '.join(RANKING_NORMALISATIONS)}")
         super().__init__(**kwargs)
-        self.mean, self.std = 0.0, 1.0
+        self.normalisation, self.threshold = normalisation, float(threshold)
+        self.mean, self.std = 0.0, 1.0  # over the labeled messages
+        self.running = RunningMoments()  # over the messages met in rollouts
+
+    @property
+    def trained(self) -> bool:
+        """Whether both labels have been seen (before that the reward is 0 everywhere)."""
+        return bool(self.messages) and len(set(self.labels)) >= 2
+
+    def observe(self, messages: Sequence[str]) -> None:
+        """Fold the current scores of a rollout's messages into the running statistics (once trained)."""
+        if self.normalisation != "running" or not self.trained or not len(messages):
+            return
+        unique, counts = np.unique(np.asarray(list(messages), dtype=object), return_counts=True)
+        self.running.update(self.scores(list(unique)).astype(np.float64), counts.astype(np.float64))
+
+    def normaliser(self) -> tuple[float, float]:
+        """``(mean, std)`` the score is normalised with."""
+        if self.normalisation == "running" and self.running.count > 0 and self.running.var > 0:
+            return self.running.mean, math.sqrt(self.running.var) + 1e-6
+        return self.mean, self.std
 
     def update(self, messages: Sequence[str], labels: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
         """A few Bradley-Terry steps on random (helpful, unhelpful) pairs, then refresh the normalisation."""
@@ -199,19 +294,22 @@ class RankingModel(_TextNet):
         return float(loss.detach())
 
     def reward(self, messages: Sequence[str]) -> np.ndarray:
-        """``float32 (N,)``, ``max(0, (s - mean) / std)``; 0 everywhere before the first update."""
-        if not self.messages or not len(messages) or len(set(self.labels)) < 2:
+        """``float32 (N,)``, ``z * 1[z > threshold]``; 0 everywhere before the first update."""
+        if not self.trained or not len(messages):
             return np.zeros(len(messages), dtype=np.float32)
-        return np.maximum(0.0, (self.scores(messages) - self.mean) / self.std).astype(np.float32)
+        mean, std = self.normaliser()
+        z = (self.scores(messages) - mean) / std
+        return np.where(z > self.threshold, z, 0.0).astype(np.float32)
 
     def state_dict(self) -> dict:
         """Picklable state, normalisation included."""
-        return {**super().state_dict(), "mean": self.mean, "std": self.std}
+        return {**super().state_dict(), "mean": self.mean, "std": self.std, "running": self.running.state()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`."""
+        """Restore :meth:`state_dict` (a state without running statistics starts them afresh)."""
         super().load_state_dict(state)
         self.mean, self.std = state["mean"], state["std"]
+        self.running = RunningMoments(**state.get("running", {}))
 
 
 MODELS = {"hashing": HashingModel, "classification": ClassificationModel, "ranking": RankingModel}
@@ -378,7 +476,9 @@ class OniReward(RewardModel):
             if dones.reshape(-1)[i]:  # the message of the last step belongs to the episode that ends
                 self.episode_counts[e].clear()
         self._rollout = (messages, at_step)
-        return self._sync(messages)
+        changed = self._sync(messages)
+        self.model.observe([m for m in messages if m])
+        return changed
 
     def _counts(self, messages: list[str]) -> np.ndarray:
         if self._rollout is not None and self._rollout[0] == messages:
