@@ -29,25 +29,26 @@ def find_chromium() -> str | None:
     return None
 
 
+#: Flags of every headless Chromium vlmrl starts: no sandbox, GPU, network chatter, extensions or sound.
+HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--mute-audio",
+)
+
+
 def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     binary = find_chromium()
     if binary is None:
         raise FileNotFoundError("no Chromium found; install it (apt-get install -y chromium) or set VLMRL_CHROMIUM")
     with tempfile.TemporaryDirectory(prefix="vlmrl-chromium-") as profile:
-        cmd = [
-            binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--mute-audio",
-            f"--user-data-dir={profile}",
-            *args,
-        ]
+        cmd = [binary, *HEADLESS_FLAGS, f"--user-data-dir={profile}", *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 

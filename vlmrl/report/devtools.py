@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vlmrl.report.browser import find_chromium
+from vlmrl.report.browser import HEADLESS_FLAGS, find_chromium
 from vlmrl.runs import write_bytes
 
 
@@ -52,15 +52,7 @@ class Chromium:
 
         cmd = [
             binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--mute-audio",
+            *HEADLESS_FLAGS,
             "--hide-scrollbars",
             "--remote-debugging-pipe",
             f"--window-size={int(width)},{int(height)}",
