@@ -17,6 +17,7 @@ possibly killed again, and finally left to finish. What is checked after each tr
   metrics rows) is bitwise the reference's; no metrics step is lost, and only steps logged after the last
   checkpoint at a kill appear twice; the spend budget holds (stub answers <= budget + in flight at each kill;
   the spend recorded in ``labels/stats.json`` <= budget and short of the stub's count by at most that).
+- ``train_sac``: the same for SAC (``push_rlvlmf_sac``), whose checkpoints carry the replay buffer.
 - ``serve`` (``vlmrl serve`` against the in-process stub LLM; killed with ``kill -9 <pid>`` as a user would,
   not its group): every acknowledged submission ends up labelled once in the store with the reference's label,
   no message is paid for twice beyond one batch in flight per kill, and no child process outlives the server.
@@ -665,6 +666,31 @@ class TrainCase(KillCase):
         return problems
 
 
+class SACTrainCase(TrainCase):
+    """``vlmrl train push_rlvlmf_sac`` (SAC, stub-VLM labels, a binding spend budget), resumed from the checkpoint
+    with its replay buffer: the same guarantees as :class:`TrainCase`.
+    """  # noqa: D205
+
+    name = "train_sac"
+
+    def command(self, folder: Path) -> list[str]:
+        """600 SAC steps, a checkpoint every 150 (with the replay buffer), labels every 100: 60 wanted, 35 paid."""
+        return [VLMRL, "train", "experiments=push_rlvlmf_sac", f"run_dir={folder / 'run'}", "resume=true",
+                *SMALL_PUSH, "agents.total_timesteps=600", "agents.learning_starts=50", "agents.batch_size=32",
+                "agents.buffer_size=600", "agents.train_freq=2", "agents.checkpoint_every=150",
+                "agents.feedback_steps=100", "agents.log_every=50", "agents.eval_episodes=2",
+                "agents.policy_kwargs={net_arch:[16]}", "agents.progress_bar=false", "agents.video_episodes=1",
+                "labelers.label_every=100", "labelers.queries_per_update=10", "labelers.max_labels=60",
+                "labelers.image_size=16", "labelers.ensemble_size=1", "labelers.max_train_steps=5",
+                f"labelers.labeler.base_url={self.stub.base_url}", f"labelers.label_cache={folder / 'labels.sqlite'}",
+                f"labelers.labeler.max_queries={self.budget}", f"labelers.labeler.max_workers={self.max_workers}",
+                "labelers.labeler.requests_per_second=null", "labelers.labeler.timeout=10"]  # fmt: skip
+
+    def done_file(self, folder: Path) -> Path | None:
+        """The final checkpoint (evaluation, the video and the report follow)."""
+        return folder / "run" / "checkpoints" / "step_600.zip"
+
+
 MESSAGES = (
     [f"You kill the newt {i}!" for i in range(10)]
     + [f"You see here {i} gold pieces." for i in range(10)]
@@ -873,7 +899,13 @@ class ServeCase(KillCase):
         return problems
 
 
-CASES = {"collect": CollectCase, "relabel": RelabelCase, "train": TrainCase, "serve": ServeCase}
+CASES = {
+    "collect": CollectCase,
+    "relabel": RelabelCase,
+    "train": TrainCase,
+    "train_sac": SACTrainCase,
+    "serve": ServeCase,
+}
 
 
 # ---------------------------------------------------------------------------------------------------- suite

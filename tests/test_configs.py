@@ -130,14 +130,18 @@ def test_shared_bases_are_not_options():
     assert "_base/online_preference" in yaml_files("labelers")
 
 
-def test_humanoid_experiments_differ_only_in_name_and_goal():
-    configs = {o: compose("train", [f"experiments={o}"]) for o in group_options("experiments")}
-    humanoid = [o for o in configs if o.startswith("humanoid_") and o != "humanoid_offline"]
+@pytest.mark.parametrize("learner", ["ppo", "sac"])
+def test_humanoid_experiments_differ_only_in_name_and_goal(learner):
+    options = [o for o in group_options("experiments") if o.startswith("humanoid_") and o != "humanoid_offline"]
+    humanoid = [o for o in options if o.endswith("_sac") == (learner == "sac")]
     assert len(humanoid) == 5
-    flat = [OmegaConf.to_container(configs[o], resolve=True) for o in humanoid]
+    flat = [OmegaConf.to_container(compose("train", [f"experiments={o}"]), resolve=True) for o in humanoid]
     for cfg in flat:
         del cfg["name"], cfg["labelers"]["goal_prompts"]
     assert all(cfg == flat[0] for cfg in flat)
+    assert flat[0]["agents"]["_target_"].endswith("SACAgent" if learner == "sac" else "PPOAgent")
+    ppo_twin = {o.removesuffix("_sac") for o in humanoid}  # every SAC task has its PPO twin with the same goal
+    assert ppo_twin <= set(options)
 
 
 @pytest.mark.parametrize("option", [o for o in group_options("experiments") if o.endswith("_offline")])

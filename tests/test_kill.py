@@ -26,10 +26,10 @@ def kill_suite():
     return module
 
 
-SMALL = {"collect": {"episodes": 24, "part_episodes": 4, "steps": 20}, "serve": {"pace": 0.1}}
+SMALL = {"collect": {"episodes": 24, "part_episodes": 4, "steps": 20}, "serve": {"pace": 0.1}, "train_sac": {}}
 
 
-@pytest.mark.parametrize("job", ["collect", "serve"])
+@pytest.mark.parametrize("job", ["collect", "serve", "train_sac"])
 def test_a_killed_job_restarts_to_the_uninterrupted_result(kill_suite, tmp_path, job):
     case = kill_suite.CASES[job](tmp_path, **SMALL[job])
     trials, reference_problems = kill_suite.run_case(case, np.random.default_rng(7), kills=1)

@@ -239,3 +239,39 @@ class ChunkedScorer:
         """Stop the worker thread."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def evaluation_episodes(policy: Policy, env_fn: Callable, seeds: Sequence[int]) -> list[Episode]:
+    """One episode of ``policy(obs, info)`` per seed in a fresh ``env_fn()``."""
+    env = env_fn()
+    try:
+        return list(iter_episodes(env, policy, seeds))
+    finally:
+        env.close()
+
+
+def episode_env_rewards(episode: Episode) -> list[float]:
+    """The env's own reward of each step in float64 (``Episode.env_rewards`` is float32), as the return sums it."""
+    return [float(info.get("env_reward", r)) for info, r in zip(episode.infos, episode.rewards, strict=True)]
+
+
+def summarise_evaluation(episodes: Sequence[Episode]) -> dict[str, float]:
+    """The final ground-truth metric, success rate and env return over evaluation episodes.
+
+    Returns:
+        ``gt_metric_mean``/``gt_metric_std`` (the metric at the last step), ``success_rate`` (``is_success`` at
+        the last step), ``return_mean`` (sum of ``info["env_reward"]``, else the env reward) and ``episodes``.
+    """
+    metrics = [ep.gt_metric for ep in episodes]
+    return {
+        "episodes": float(len(episodes)),
+        "gt_metric_mean": float(np.mean(metrics)),
+        "gt_metric_std": float(np.std(metrics)),
+        "success_rate": float(np.mean([ep.success for ep in episodes])),
+        "return_mean": float(np.mean([sum(episode_env_rewards(ep)) for ep in episodes])),
+    }
+
+
+def evaluate_policy(policy: Policy, env_fn: Callable, seeds: Sequence[int]) -> dict[str, float]:
+    """Run one episode of ``policy(obs, info)`` per seed; :func:`summarise_evaluation` of them."""
+    return summarise_evaluation(evaluation_episodes(policy, env_fn, seeds))

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from vlmrl.agents.base import TrainContext
-from vlmrl.agents.iql import IQLAgent, evaluate_policy, load_variant
+from vlmrl.agents.iql import IQLAgent, load_variant
 from vlmrl.data import DatasetError, load_dataset, save_dataset
 from vlmrl.data.collect import collect
 from vlmrl.envs.experts import ScriptedPushPolicy
 from vlmrl.envs.push import make_push
 from vlmrl.report.video import RolloutVideos
+from vlmrl.rollouts import evaluate_policy
 from vlmrl.runs import RunFolder
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vlmrl.rewards.base import RewardModel
 from vlmrl.runs import RunFolder
@@ -107,3 +107,12 @@ class Agent(abc.ABC):
     def find_checkpoint(self, run: RunFolder) -> Path | None:
         """The checkpoint :meth:`rollout` loads by default: the newest one in ``run``."""
         return run.latest_checkpoint(self.checkpoint_suffixes)
+
+
+def plain_kwargs(kwargs: Any) -> dict | None:
+    """``policy_kwargs`` from config as plain dicts and lists (SB3 checks ``isinstance(net_arch, list)``)."""
+    if kwargs is None:
+        return None
+    if isinstance(kwargs, DictConfig):
+        return OmegaConf.to_container(kwargs, resolve=True)
+    return dict(kwargs)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,14 @@ import numpy as np
 from vlmrl.agents.base import Agent, RolloutContext, TrainContext
 from vlmrl.data.dataset import DatasetError, OfflineDataset
 from vlmrl.data.storage import load_dataset
-from vlmrl.rollouts import Episode, Policy, episode_seeds, iter_episodes
+from vlmrl.rollouts import (
+    Episode,
+    Policy,
+    episode_env_rewards,
+    episode_seeds,
+    evaluation_episodes,
+    summarise_evaluation,
+)
 from vlmrl.runs import RunFolder, atomic_path, write_json
 
 VARIANTS = ("iql", "bc", "iql_gt")
@@ -312,7 +319,7 @@ class IQLAgent(Agent):
 
         Offline evaluation episodes are not scored by a reward model, so ``model_reward_mean`` is NaN.
         """
-        per_step = [r for ep in episodes for r in _env_rewards(ep)]
+        per_step = [r for ep in episodes for r in episode_env_rewards(ep)]
         run.log_metrics(
             step,
             env_reward_mean=float(np.mean(per_step)) if per_step else float("nan"),
@@ -374,39 +381,3 @@ def _set_global_rng_state(state: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-
-
-def evaluation_episodes(policy: Policy, env_fn: Callable, seeds: Sequence[int]) -> list[Episode]:
-    """One episode of ``policy(obs, info)`` per seed in a fresh ``env_fn()``."""
-    env = env_fn()
-    try:
-        return list(iter_episodes(env, policy, seeds))
-    finally:
-        env.close()
-
-
-def _env_rewards(episode: Episode) -> list[float]:
-    """The env's own reward of each step in float64 (``Episode.env_rewards`` is float32), as the return sums it."""
-    return [float(info.get("env_reward", r)) for info, r in zip(episode.infos, episode.rewards, strict=True)]
-
-
-def summarise_evaluation(episodes: Sequence[Episode]) -> dict[str, float]:
-    """The final ground-truth metric, success rate and env return over evaluation episodes.
-
-    Returns:
-        ``gt_metric_mean``/``gt_metric_std`` (the metric at the last step), ``success_rate`` (``is_success`` at
-        the last step), ``return_mean`` (sum of ``info["env_reward"]``, else the env reward) and ``episodes``.
-    """
-    metrics = [ep.gt_metric for ep in episodes]
-    return {
-        "episodes": float(len(episodes)),
-        "gt_metric_mean": float(np.mean(metrics)),
-        "gt_metric_std": float(np.std(metrics)),
-        "success_rate": float(np.mean([ep.success for ep in episodes])),
-        "return_mean": float(np.mean([sum(_env_rewards(ep)) for ep in episodes])),
-    }
-
-
-def evaluate_policy(policy: Policy, env_fn: Callable, seeds: Sequence[int]) -> dict[str, float]:
-    """Run one episode of ``policy(obs, info)`` per seed; :func:`summarise_evaluation` of them."""
-    return summarise_evaluation(evaluation_episodes(policy, env_fn, seeds))

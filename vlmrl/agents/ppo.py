@@ -22,7 +22,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from vlmrl.agents.base import Agent, RolloutContext, TrainContext, VideoRecorder
+from vlmrl.agents.base import Agent, RolloutContext, TrainContext, VideoRecorder, plain_kwargs
 from vlmrl.rewards.base import RewardModel
 from vlmrl.rollouts import ChunkedScorer
 from vlmrl.runs import EpisodeTracker, RunFolder, atomic_path
@@ -156,12 +156,15 @@ class RolloutRewardCallback(BaseCallback):
 class AtRolloutEnds(BaseCallback):
     """Calls :meth:`due` at the first rollout end at or past each multiple of ``every`` env steps.
 
-    Acting at rollout ends (not mid-rollout) keeps a saved model consistent with its rollout buffer.
+    Acting at rollout ends (not mid-rollout) keeps a saved model consistent with its rollout buffer. Off-policy
+    agents pass ``at="start"``: the next rollout's start comes after the gradient steps on the last one.
     """
 
-    def __init__(self, every: int):
+    def __init__(self, every: int, at: str = "end"):
         super().__init__()
-        self.every = int(every)
+        if at not in ("end", "start"):
+            raise ValueError(f"at={at!r}: use 'end' or 'start'")
+        self.every, self.at = int(every), at
         self._next = 0
 
     def _on_training_start(self) -> None:
@@ -170,7 +173,15 @@ class AtRolloutEnds(BaseCallback):
     def _on_step(self) -> bool:
         return True
 
+    def _on_rollout_start(self) -> None:
+        if self.at == "start":
+            self._maybe()
+
     def _on_rollout_end(self) -> None:
+        if self.at == "end":
+            self._maybe()
+
+    def _maybe(self) -> None:
         if self.num_timesteps >= self._next:
             self.due()
             self._next = (self.num_timesteps // self.every + 1) * self.every
@@ -183,12 +194,21 @@ class AtRolloutEnds(BaseCallback):
 class CheckpointEvery(AtRolloutEnds):
     """Saves ``checkpoints/step_<N>.zip`` atomically every ``every`` steps, with the reward source's state.
 
-    ``reward.save_state`` writes into ``checkpoints/step_<N>/`` (:meth:`RunFolder.state_dir`).
+    ``reward.save_state`` writes into ``checkpoints/step_<N>/`` (:meth:`RunFolder.state_dir`), and so does
+    ``extra_state(state_dir)`` (e.g. SAC's replay buffer); the model file is written last, so a checkpoint that
+    exists is complete.
     """
 
-    def __init__(self, run: RunFolder, every: int, reward: RewardModel | None = None):
-        super().__init__(every)
-        self.run, self.reward = run, reward
+    def __init__(
+        self,
+        run: RunFolder,
+        every: int,
+        reward: RewardModel | None = None,
+        at: str = "end",
+        extra_state: Callable[[Path], None] | None = None,
+    ):
+        super().__init__(every, at)
+        self.run, self.reward, self.extra_state = run, reward, extra_state
 
     def due(self) -> None:
         """Checkpoint now."""
@@ -200,10 +220,13 @@ class CheckpointEvery(AtRolloutEnds):
         The agents call it again after ``learn``: a rollout-end save precedes that rollout's gradient update.
         """
         path = self.run.checkpoint_path(self.num_timesteps, ".zip")
-        if self.reward is not None:
-            state_dir = self.run.state_dir(path)
+        state_dir = self.run.state_dir(path)
+        if self.reward is not None or self.extra_state is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
+        if self.reward is not None:
             self.reward.save_state(state_dir)
+        if self.extra_state is not None:
+            self.extra_state(state_dir)
         with atomic_path(path) as tmp:  # a kill mid-save never leaves a truncated checkpoint behind
             self.model.save(tmp)
         return path
@@ -270,7 +293,7 @@ class PPOAgent(Agent):
             learning_rate=learning_rate,
             ent_coef=ent_coef,
             clip_range=clip_range,
-            policy_kwargs=dict(policy_kwargs) if policy_kwargs else None,
+            policy_kwargs=plain_kwargs(policy_kwargs),
         )
         self.policy, self.vec_env, self.device, self.verbose = policy, vec_env, device, verbose
         self.env_reward_coef, self.model_reward_coef = env_reward_coef, model_reward_coef

@@ -25,6 +25,7 @@ class PushEnv(TabletopEnv):
         block_size: block edge length (metres).
         success_threshold: goal distance counted as success (metres).
         min_goal_distance: smallest start distance between block and goal.
+        max_goal_distance: largest start distance between block and goal (None: as far as the table allows).
         start: where the gripper starts: ``anywhere`` (above a random point of the table) or ``behind``
             (low, just behind the block, up to 1 cm off the block-goal line: the push phase alone,
             which small offline datasets can cover).
@@ -41,6 +42,7 @@ class PushEnv(TabletopEnv):
         block_size: float = 0.05,
         success_threshold: float = 0.03,
         min_goal_distance: float = 0.12,
+        max_goal_distance: float | None = None,
         start: str = "anywhere",
         **kwargs: Any,
     ):
@@ -50,6 +52,9 @@ class PushEnv(TabletopEnv):
         self.start = start
         self.block_size, self.success_threshold = float(block_size), float(success_threshold)
         self.min_goal_distance = float(min_goal_distance)
+        if max_goal_distance is not None and max_goal_distance <= min_goal_distance:
+            raise ValueError(f"max_goal_distance={max_goal_distance} must exceed min_goal_distance={min_goal_distance}")
+        self.max_goal_distance = None if max_goal_distance is None else float(max_goal_distance)
         kwargs.setdefault("workspace", ((-0.35, -0.35, 0.02), (0.35, 0.35, 0.2)))
         super().__init__(**kwargs)
         self._block_qpos = int(self.model.joint("block_joint").qposadr[0])
@@ -98,7 +103,8 @@ class PushEnv(TabletopEnv):
     def _reset_task(self, rng: np.random.Generator) -> None:
         block = rng.uniform(-0.15, 0.15, size=2)
         goal = rng.uniform(-0.2, 0.2, size=2)
-        while np.linalg.norm(goal - block) < self.min_goal_distance:
+        far = np.inf if self.max_goal_distance is None else self.max_goal_distance
+        while not self.min_goal_distance <= np.linalg.norm(goal - block) <= far:
             goal = rng.uniform(-0.2, 0.2, size=2)
         gripper = np.array([*rng.uniform(-0.25, 0.25, size=2), 0.08])
         yaw = float(rng.uniform(-np.pi / 4, np.pi / 4))
