@@ -99,3 +99,37 @@ def test_frame_in_info_shows_its_own_step(mode):
         infos[0]["no_such_key"]
     with pytest.raises(ValueError, match="frame_in_info"):
         make_nethack("score", frame_in_info="sometimes")
+
+
+def test_observation_is_one_hot_map_cells_stats_and_what_the_bottom_line_says():
+    from vlmrl.envs.nethack import GLYPH_CLASSES
+
+    env = make_nethack("score", max_episode_steps=30, actions="explore", penalty_step=0.0)
+    assert env.action_space.n == 18  # MORE, 8 moves, 8 long moves, '>'
+    obs, info = env.reset(seed=0)
+    cells = obs[: 9 * 9 * len(GLYPH_CLASSES)].reshape(9, 9, len(GLYPH_CLASSES))
+    np.testing.assert_array_equal(cells.sum(-1), 1.0)  # exactly one class per cell
+    assert GLYPH_CLASSES[cells[4, 4].argmax()] == "monster"  # the hero in the middle
+    assert GLYPH_CLASSES[cells[0, 0].argmax()] == "unexplored"
+    assert (info["score"], info["depth"], info["gold"], info["gt_metric"]) == (0, 1, 0, 0)
+    total, stuck = 0.0, []
+    for _ in range(30):
+        obs, reward, terminated, truncated, info = env.step(4)  # west, into the wall and on
+        total += reward
+        stuck.append(obs[-1])
+    assert info["score"] == total and info["depth"] == 1  # without the step penalty the return is the score
+    assert stuck[-1] == 1.0 and stuck[0] == 0.0  # the clock stands still against the wall
+    with pytest.raises(ValueError, match="envs.actions"):
+        make_nethack("score", actions="everything")
+
+
+def test_reset_seed_fixes_the_game():
+    a, b = make_nethack("score"), make_nethack("score")
+    obs_a, _ = a.reset(seed=3)
+    a.reset(seed=4)
+    obs_b, _ = b.reset(seed=3)
+    np.testing.assert_array_equal(obs_a, obs_b)
+    np.testing.assert_array_equal(a.reset(seed=3)[0], obs_b)  # the same env, seeded again
+    rng = np.random.default_rng(0)
+    for action in rng.integers(a.action_space.n, size=20):
+        np.testing.assert_array_equal(a.step(int(action))[0], b.step(int(action))[0])

@@ -264,3 +264,17 @@ def test_in_process_oni_reward_calls_its_core_without_http(monkeypatch):
         assert reward.metrics()["oni/server_labels"] == 2
         reward.close()
     assert stub.requests > 0  # the LLM endpoint was the only thing spoken to over HTTP
+
+
+def test_a_submit_window_sends_the_most_often_seen_messages_first():
+    with StubEndpoint() as stub:
+        reward = OniReward(model="hashing", labeler=LLMJudge(timeout=2.0), endpoint=stub.base_url, store_path=None,
+                           submit_window=2)  # fmt: skip
+        rollout = [GOOD[1]] + [GOOD[0]] * 3 + [BAD[0]] * 2
+        reward.observe_rollout(rollout, np.zeros((6, 1), np.float32), np.zeros((6, 1), bool), 0)
+        assert reward.waiting | set(reward.known) == {GOOD[0], BAD[0]} and reward.unsent == {GOOD[1]}
+        wait_for_labels(reward, rollout)  # the window frees up as labels arrive: the rare one follows
+        assert reward.known[GOOD[1]] == 1 and not reward.unsent and not reward.waiting
+        reward.close()
+    with pytest.raises(ValueError, match="submit_window"):
+        OniReward(model="hashing", server_url="http://127.0.0.1:9", submit_window=0)

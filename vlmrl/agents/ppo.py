@@ -272,6 +272,7 @@ class PPOAgent(Agent):
         video_every: int = 0,
         video_episodes: int = 1,
         video_fps: int = 30,
+        video_deterministic: bool = True,
         progress_bar: bool = True,
         device: str = "cpu",
         verbose: int = 0,
@@ -300,6 +301,7 @@ class PPOAgent(Agent):
         self.async_scoring = async_scoring
         self.checkpoint_every, self.video_every = int(checkpoint_every), int(video_every)
         self.video_episodes, self.video_fps, self.progress_bar = int(video_episodes), int(video_fps), progress_bar
+        self.video_deterministic = bool(video_deterministic)
 
     def train(self, ctx: TrainContext) -> dict[str, Any]:
         """Train (or continue, with ``ctx.resume``) in ``ctx.run``; returns the summary for ``result.json``."""
@@ -358,9 +360,10 @@ class PPOAgent(Agent):
         }
 
     def _record(
-        self, videos: VideoRecorder, model: BaseAlgorithm, path: Path, seed: int, deterministic: bool = True
+        self, videos: VideoRecorder, model: BaseAlgorithm, path: Path, seed: int, deterministic: bool | None = None
     ) -> Path:
-        """Roll out ``model`` and write an mp4 with the reward curve under the frames."""
+        """Roll out ``model`` and write an mp4 with the reward curve under the frames (``video_deterministic``)."""
+        deterministic = self.video_deterministic if deterministic is None else deterministic
         return videos.record(
             lambda obs, info: model.predict(obs, deterministic=deterministic)[0],
             path,
@@ -375,7 +378,7 @@ class PPOAgent(Agent):
         if checkpoint is None:
             raise FileNotFoundError(f"{ctx.run.path} has no checkpoints/step_*.zip to roll out")
         model = PPO.load(checkpoint, device=self.device)
-        deterministic = True if ctx.deterministic is None else ctx.deterministic
+        deterministic = self.video_deterministic if ctx.deterministic is None else ctx.deterministic
         return ctx.videos.record(
             lambda obs, info: model.predict(obs, deterministic=deterministic)[0],
             ctx.out,

@@ -2,8 +2,9 @@
 
 ONI's intrinsic reward reads the one-line game message (``info["message"]``); videos and image reward
 models read the 24x80 terminal drawn as RGB (``info["frame"]``, ``render()``). The policy sees a compact
-``float32`` vector (an egocentric crop of the map characters plus the bottom-line stats) so that
-stable-baselines3's ``MlpPolicy`` trains on it directly.
+``float32`` vector (an egocentric crop of the map, each cell one-hot over :data:`GLYPH_CLASSES`, plus the
+bottom-line stats) so that stable-baselines3's ``MlpPolicy`` trains on it directly. ``info`` also carries the
+in-game ``score`` (``gt_metric``), the dungeon ``depth`` and the ``gold`` carried.
 """
 
 from __future__ import annotations
@@ -38,11 +39,49 @@ TTY_PALETTE = np.array(
 )  # fmt: skip
 
 CELL_H, CELL_W = 12, 6  # pixels per terminal character: a 24x80 tty becomes a 288x480 frame
-OBSERVATION_KEYS = ("chars", "blstats", "message", "tty_chars", "tty_colors")
+OBSERVATION_KEYS = ("glyphs", "blstats", "message", "tty_chars", "tty_colors")
+NLE_BL_SCORE, NLE_BL_DEPTH, NLE_BL_GOLD, NLE_BL_TIME = 9, 12, 13, 20  # blstats indices (nle.nethack.NLE_BL_*)
 BLSTATS_SCALE = np.array(
     [79, 21, 25, 25, 25, 25, 25, 25, 1e4, 30, 30, 1e3, 1e3, 30, 30, 50, 40, 1e5, 1e5, 5, 5, 5, 5, 1, 8, 1, 1],
     dtype=np.float32,
 )  # rough ranges of NLE's 27 bottom-line stats, to keep policy inputs near [0, 1]
+
+
+#: What the policy tells apart in each map cell (one-hot): what blocks, what can be walked, what leads down.
+GLYPH_CLASSES = ("unexplored", "wall", "doorway", "closed door", "floor", "corridor", "stairs up", "stairs down",
+                 "feature", "trap", "monster", "pet", "object", "gold", "boulder")  # fmt: skip
+_CMAP_CLASSES = {  # NetHack 3.6 screen symbols (defsym order) -> class
+    "unexplored": [0], "wall": [*range(1, 12), 17, 18], "doorway": [12, 13, 14], "closed door": [15, 16],
+    "floor": [19, 20], "corridor": [21, 22], "stairs up": [23, 25], "stairs down": [24, 26],
+}  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def glyph_classes() -> np.ndarray:
+    """Index into :data:`GLYPH_CLASSES` of every NLE glyph: ``int64 (MAX_GLYPH + 1,)`` (the last: off the map)."""
+    from nle import nethack as nh
+
+    table = np.zeros(nh.MAX_GLYPH + 1, dtype=np.int64)
+    by_cmap = {i: GLYPH_CLASSES.index(c) for c, idx in _CMAP_CLASSES.items() for i in idx}
+    gold, boulder = (next(o for o in range(nh.NUM_OBJECTS) if nh.OBJ_NAME(nh.objclass(o)) == n)
+                     for n in ("gold piece", "boulder"))  # fmt: skip
+    for g in range(nh.MAX_GLYPH):
+        if nh.glyph_is_pet(g):
+            c = "pet"
+        elif nh.glyph_is_monster(g) or nh.glyph_is_invisible(g) or nh.glyph_is_warning(g):
+            c = "monster"
+        elif nh.glyph_is_object(g):
+            obj = nh.glyph_to_obj(g)
+            c = "gold" if obj == gold else "boulder" if obj == boulder else "object"
+        elif nh.glyph_is_trap(g):
+            c = "trap"
+        elif nh.glyph_is_cmap(g):
+            table[g] = by_cmap.get(nh.glyph_to_cmap(g), GLYPH_CLASSES.index("feature"))
+            continue
+        else:  # explosions, zaps, swallowed: transient effects
+            c = "feature"
+        table[g] = GLYPH_CLASSES.index(c)
+    return table
 
 
 @lru_cache(maxsize=1)
@@ -176,11 +215,16 @@ class NetHackText(gym.Wrapper):
     """Wraps an NLE task: vector observations for the policy, message text and tty frame in ``info``.
 
     Every step's ``info`` carries ``"message"`` (``str``), ``"frame"`` (``uint8 (288, 480, 3)``, if
-    ``frame_in_info``) and ``"env_reward"`` (the task's own reward, kept unchanged as the step reward).
+    ``frame_in_info``), ``"env_reward"`` (the task's own reward, kept unchanged as the step reward) and the
+    bottom line's ``"score"`` (also ``"gt_metric"``), ``"depth"`` and ``"gold"``. The observation is the
+    ``crop x crop`` window of map cells around the hero, one-hot over :data:`GLYPH_CLASSES`, the 27
+    bottom-line stats scaled to about [0, 1], where the level's staircase down is (:meth:`_stairs_features`, zeros
+    while none has been seen: descending is what the score pays most for), then how many steps (up to 8, over 8)
+    the game clock has stood still.
 
     Args:
         env: an NLE env created with at least the keys in :data:`OBSERVATION_KEYS`.
-        crop: side of the egocentric window of map characters around the hero (odd).
+        crop: side of the egocentric window of map cells around the hero (odd).
         frame_in_info: ``"lazy"`` (``info["frame"]`` drawn when first read; default), ``True`` (drawn at every
             step) or ``False`` (no frame in ``info``; ``render()`` still works).
     """
@@ -202,9 +246,15 @@ class NetHackText(gym.Wrapper):
         self.frame_in_info = frame_in_info
         self._frames = FramePool()
         self._padded: np.ndarray | None = None
-        size = crop * crop + len(BLSTATS_SCALE)
+        self._classes = glyph_classes()
+        self._one_hot = np.eye(len(GLYPH_CLASSES), dtype=np.float32)
+        self._down = np.flatnonzero(self._classes == GLYPH_CLASSES.index("stairs down"))
+        self._stairs: tuple[int, int, int] | None = None  # (depth, x, y) of the last staircase down seen
+        self._still, self._clock = 0, -1  # steps the game clock has stood still (walking into walls, prompts)
+        size = crop * crop * len(GLYPH_CLASSES) + len(BLSTATS_SCALE) + 5
         self.observation_space = gym.spaces.Box(-1.0, 10.0, shape=(size,), dtype=np.float32)
         self._last: dict[str, np.ndarray] | None = None
+        self._bottom_line = {"score": 0, "depth": 1, "gold": 0}
 
     @property
     def render_mode(self) -> str:
@@ -212,17 +262,34 @@ class NetHackText(gym.Wrapper):
         return "rgb_array"
 
     def _vector(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        chars, stats = obs["chars"], obs["blstats"]
-        half = self.crop // 2
-        if self._padded is None:
-            self._padded = np.full((chars.shape[0] + 2 * half, chars.shape[1] + 2 * half), ord(" "), np.uint8)
-        self._padded[half : half + chars.shape[0], half : half + chars.shape[1]] = chars
+        glyphs, stats = obs["glyphs"], obs["blstats"]
+        half, cells = self.crop // 2, self.crop * self.crop * len(GLYPH_CLASSES)
+        if self._padded is None:  # off the map reads as the last table entry (unexplored)
+            self._padded = np.full((glyphs.shape[0] + 2 * half, glyphs.shape[1] + 2 * half), len(self._classes) - 1)
+        self._padded[half : half + glyphs.shape[0], half : half + glyphs.shape[1]] = glyphs
         x, y = int(stats[0]), int(stats[1])
         out = np.empty(self.observation_space.shape, dtype=np.float32)
-        out[: self.crop * self.crop] = self._padded[y : y + self.crop, x : x + self.crop].reshape(-1)
-        out[: self.crop * self.crop] *= 1.0 / 127.0
-        np.clip(stats / BLSTATS_SCALE, -1.0, 10.0, out=out[self.crop * self.crop :])
+        out[:cells] = self._one_hot[self._classes[self._padded[y : y + self.crop, x : x + self.crop]]].reshape(-1)
+        np.clip(stats / BLSTATS_SCALE, -1.0, 10.0, out=out[cells : cells + len(BLSTATS_SCALE)])
+        out[-5:-1] = self._stairs_features(glyphs, x, y, int(stats[NLE_BL_DEPTH]))
+        self._still = self._still + 1 if stats[NLE_BL_TIME] == self._clock else 0
+        self._clock = int(stats[NLE_BL_TIME])
+        out[-1] = min(self._still, 8) / 8.0  # lets a greedy policy stuck against a wall see that it is stuck
         return out
+
+    def _stairs_features(self, glyphs: np.ndarray, x: int, y: int, depth: int) -> tuple[float, float, float, float]:
+        """The level's staircase down: ``dx / 8``, ``dy / 8`` (clipped to [-1, 1]), seen, standing on it.
+
+        Its place is remembered once seen: the hero standing on it hides it from the map.
+        """
+        ys, xs = np.nonzero(np.isin(glyphs, self._down))
+        if len(ys):
+            i = np.argmin(np.abs(xs - x) + np.abs(ys - y))
+            self._stairs = (depth, int(xs[i]), int(ys[i]))
+        if self._stairs is None or self._stairs[0] != depth:
+            return 0.0, 0.0, 0.0, 0.0
+        dx, dy = self._stairs[1] - x, self._stairs[2] - y
+        return min(max(dx / 8, -1.0), 1.0), min(max(dy / 8, -1.0), 1.0), 1.0, float(dx == dy == 0)
 
     def _info(self, obs: dict[str, np.ndarray], info: dict[str, Any], reward: float) -> dict[str, Any]:
         if self.frame_in_info == "lazy":
@@ -231,14 +298,24 @@ class NetHackText(gym.Wrapper):
             info = dict(info)
         info["message"] = decode_message(obs["message"])
         info["env_reward"] = float(reward)
+        stats = obs["blstats"]
+        if stats[NLE_BL_DEPTH] > 0:  # once the game is over NLE zeroes the bottom line: keep its last values
+            self._bottom_line = {"score": int(stats[NLE_BL_SCORE]), "depth": int(stats[NLE_BL_DEPTH]),
+                                 "gold": int(stats[NLE_BL_GOLD])}  # fmt: skip
+        info.update(self._bottom_line, gt_metric=self._bottom_line["score"])
         if self.frame_in_info is True:
             info["frame"] = self._frames.draw(obs["tty_chars"], obs["tty_colors"])
         return info
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """Start a new game; ``info`` carries the opening message and frame."""
+        """Start a new game; ``info`` carries the opening message and frame.
+
+        A ``seed`` fixes NetHack's own RNGs (NLE's reset leaves them alone), so a seeded game replays exactly.
+        """
+        if seed is not None:
+            self.env.unwrapped.seed(core=int(seed), disp=int(seed), reseed=False)
         obs, info = self.env.reset(seed=seed, options=options)
-        self._last = obs
+        self._last, self._stairs, self._still, self._clock = obs, None, 0, -1
         return self._vector(obs), self._info(obs, info, 0.0)
 
     def step(self, action):
@@ -254,10 +331,23 @@ class NetHackText(gym.Wrapper):
         return self._frames.draw(self._last["tty_chars"], self._last["tty_colors"])
 
 
+def action_set(name: str) -> tuple | None:
+    """NLE actions of a named set: ``"task"`` (None: the task's own) or ``"explore"`` (the 16 moves, ``>``, MORE)."""
+    if name == "task":
+        return None
+    if name == "explore":  # no kick/eat prompts, no waiting, no '<' (on level 1 it leaves the dungeon)
+        from nle.nethack import actions
+
+        return (actions.MiscAction.MORE, *actions.CompassDirection, *actions.CompassDirectionLonger,
+                actions.MiscDirection.DOWN)  # fmt: skip
+    raise ValueError(f"unknown NetHack action set {name!r}: pass envs.actions=task or envs.actions=explore")
+
+
 def make_nethack(
     task: str = "score",
     max_episode_steps: int = 1000,
     crop: int = 9,
+    actions: str = "task",
     frame_in_info: bool | str = "lazy",
     render_mode: str | None = "rgb_array",
     **nle_kwargs: Any,
@@ -268,6 +358,8 @@ def make_nethack(
         task: one of :data:`TASKS` (``score``, ``gold``, ``eat``, ``staircase``, ``oracle``...) or an NLE env id.
         max_episode_steps: NLE's own step limit (episodes end truncated).
         crop: egocentric window size of the policy observation.
+        actions: ``"task"`` (the task's own action set) or ``"explore"`` (:func:`action_set`: the 16 moves, going
+            down and dismissing ``--More--``; a random walk over it scores about twice as much on Score).
         frame_in_info: ``"lazy"`` (drawn when read), ``True`` (every step) or ``False`` (only ``render()``).
         render_mode: only ``"rgb_array"`` (or ``None``) is supported; frames come from the tty.
         **nle_kwargs: passed to NLE (e.g. ``character="mon-hum-neu-mal"``).
@@ -281,5 +373,8 @@ def make_nethack(
         raise ValueError(f"unknown NetHack task {task!r}: pass envs.task= one of {sorted(TASKS)}")
     if render_mode not in (None, "rgb_array"):
         raise ValueError(f"render_mode {render_mode!r} unsupported: pass envs.render_mode=rgb_array")
+    chosen = action_set(actions)
+    if chosen is not None:
+        nle_kwargs["actions"] = chosen
     env = gym.make(env_id, observation_keys=OBSERVATION_KEYS, max_episode_steps=max_episode_steps, **nle_kwargs)
     return NetHackText(env, crop=crop, frame_in_info=frame_in_info)

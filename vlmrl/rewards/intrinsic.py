@@ -342,6 +342,9 @@ class OniReward(RewardModel):
         run_dir: the run folder; label statistics and a copy of the store go to ``<run_dir>/labels/``.
         rng: randomness of the online training minibatches.
         count_scope: ``"episode"`` (ONI: N(msg) per env and episode) or ``"run"`` (pooled over the run).
+        submit_window: at most this many messages waiting at the server, the most often seen submitted first;
+            ``None`` submits every new message at once (the server then labels the newest first). A slow judge
+            with a window labels the messages that recur instead of the rare ones of the latest rollout.
     """
 
     input_key = "message"
@@ -362,8 +365,11 @@ class OniReward(RewardModel):
         run_dir: str | Path | None = None,
         rng: np.random.Generator | None = None,
         count_scope: str = "episode",
+        submit_window: int | None = None,
         **_: Any,
     ):
+        if submit_window is not None and submit_window < 1:
+            raise ValueError(f"submit_window={submit_window}: a positive number, or null to submit everything")
         if count_scope not in ("episode", "run"):
             raise ValueError(f"count_scope={count_scope!r}: use labelers.count_scope=episode (ONI) or run")
         if model not in MODELS:
@@ -379,7 +385,7 @@ class OniReward(RewardModel):
         self.run_dir = Path(run_dir) if run_dir else None
         self.rng = rng if rng is not None else np.random.default_rng(0)
         torch.manual_seed(int(self.rng.integers(2**31)))
-        self.count_scope = count_scope
+        self.count_scope, self.submit_window = count_scope, submit_window
         self.counts: Counter[str] = Counter()  # over the run: unique messages, and N(msg) for count_scope="run"
         self.episode_counts: list[Counter[str]] = []  # per env, the current episode's N(msg)
         self.known: dict[str, int] = {}
@@ -431,8 +437,10 @@ class OniReward(RewardModel):
                 if m and m not in self.known and m not in self.waiting:
                     self.unsent.add(m)
             try:
-                if self.unsent:
-                    batch = sorted(self.unsent)
+                room = len(self.unsent) if self.submit_window is None else self.submit_window - len(self.waiting)
+                if self.unsent and room > 0:
+                    batch = sorted(self.unsent, key=lambda m: (-self.counts[m], m))[:room]  # most often seen first
+                    batch.reverse()  # the server labels the newest first: the most frequent goes in last
                     self.client.submit(batch)
                     self.unsent.difference_update(batch)
                     self.waiting.update(batch)
