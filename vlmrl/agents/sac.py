@@ -29,11 +29,9 @@ import numpy as np
 import torch
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from vlmrl.agents.base import Agent, RolloutContext, TrainContext, VideoRecorder, plain_kwargs
-from vlmrl.agents.ppo import CheckpointEvery, VideoEvery
+from vlmrl.agents.base import TrainContext, plain_kwargs
+from vlmrl.agents.sb3 import CheckpointEvery, SB3Agent, VideoEvery
 from vlmrl.rewards.base import RewardModel
 from vlmrl.rewards.preference import downsample_frames
 from vlmrl.rollouts import ChunkedScorer, episode_seeds, evaluate_policy, score_in_batches
@@ -262,13 +260,15 @@ class ReplayRewardCallback(BaseCallback):
         self._next_log = int(state["next_log"])
 
 
-class SACAgent(Agent):
+class SACAgent(SB3Agent):
     """SB3 SAC with rewards written into its replay buffer, checkpoints with the buffer, resume, TensorBoard, videos.
 
     Hyperparameters are SB3's (see ``agents/sac.yaml``); the rest configure the loop around it. At the end the
     deterministic policy is evaluated for ``eval_episodes`` on the env's ground truth (``info["is_success"]``,
     ``info["gt_metric"]``), written to ``result.json``.
     """
+
+    algorithm = SAC
 
     def __init__(
         self,
@@ -298,14 +298,14 @@ class SACAgent(Agent):
         video_every: int = 0,
         video_episodes: int = 1,
         video_fps: int = 30,
+        video_deterministic: bool = True,
         eval_episodes: int = 20,
         torch_threads: int | None = 1,
         progress_bar: bool = True,
         device: str = "cpu",
         verbose: int = 0,
     ):
-        if vec_env not in ("dummy", "subproc"):
-            raise ValueError(f"vec_env must be 'dummy' or 'subproc', got {vec_env!r}")
+        self.check_vec_env(vec_env)
         if total_timesteps <= 0 or checkpoint_every <= 0:
             raise ValueError("total_timesteps and checkpoint_every must be positive")
         if buffer_size < 1 or batch_size < 1:
@@ -331,6 +331,7 @@ class SACAgent(Agent):
         )  # fmt: skip
         self.checkpoint_every, self.video_every = int(checkpoint_every), int(video_every)
         self.video_episodes, self.video_fps = int(video_episodes), int(video_fps)
+        self.video_deterministic = bool(video_deterministic)
         self.eval_episodes = int(eval_episodes)
         self.torch_threads, self.progress_bar = torch_threads, progress_bar
 
@@ -340,12 +341,10 @@ class SACAgent(Agent):
             torch.set_num_threads(int(self.torch_threads))
         run, reward = ctx.run, ctx.reward
         seed = int(ctx.rng.integers(2**31 - 1))
-        vec_cls = SubprocVecEnv if self.vec_env == "subproc" else DummyVecEnv
-        venv = make_vec_env(ctx.env_fn, n_envs=self.n_envs, seed=seed, vec_env_cls=vec_cls)
+        venv = self.make_venv(ctx, seed)
         reward_cb = ReplayRewardCallback(reward, run, **self.reward_kwargs)
-        last = run.latest_checkpoint(self.checkpoint_suffixes) if ctx.resume else None
+        last = self.resume_point(ctx)
         if last is not None:
-            log.info("resuming from %s", last)
             model = SAC.load(last, env=venv, device=self.device, tensorboard_log=str(run.tb))
             state = run.state_dir(last)
             if reward is not None:
@@ -353,8 +352,6 @@ class SACAgent(Agent):
             model.load_replay_buffer(state / REPLAY_FILE)
             reward_cb.load(state)
         else:
-            if ctx.resume:
-                log.warning("resume=true but %s has no checkpoint yet: starting from scratch", run.checkpoints)
             model = SAC(
                 self.policy, venv, seed=seed, device=self.device, verbose=self.verbose, tensorboard_log=str(run.tb),
                 **self.sac_kwargs,
@@ -401,25 +398,6 @@ class SACAgent(Agent):
             resumed_from=str(last) if last else None,
         )
         return result
-
-    def _record(self, videos: VideoRecorder, model: SAC, path: Path, seed: int, deterministic: bool = True) -> Path:
-        """Roll out ``model`` and write an mp4 with the reward curve under the frames."""
-        return videos.record(
-            lambda obs, info: model.predict(obs, deterministic=deterministic)[0], path, self.video_episodes, seed,
-            fps=self.video_fps,
-        )  # fmt: skip
-
-    def rollout(self, ctx: RolloutContext) -> Path:
-        """Load ``ctx.checkpoint`` and write ``ctx.episodes`` of its policy to ``ctx.out`` (``vlmrl rollout``)."""
-        checkpoint = ctx.checkpoint or self.find_checkpoint(ctx.run)
-        if checkpoint is None:
-            raise FileNotFoundError(f"{ctx.run.path} has no checkpoints/step_*.zip to roll out")
-        model = SAC.load(checkpoint, device=self.device)
-        deterministic = True if ctx.deterministic is None else ctx.deterministic
-        return ctx.videos.record(
-            lambda obs, info: model.predict(obs, deterministic=deterministic)[0], ctx.out, ctx.episodes, ctx.seed,
-            fps=self.video_fps,
-        )  # fmt: skip
 
 
 def prune_replays(run: RunFolder, keep: set[Path]) -> None:

@@ -21,7 +21,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 from vlmrl.agents.base import Agent, RolloutContext, TrainContext
-from vlmrl.agents.ppo import CheckpointEvery, RolloutRewardCallback
+from vlmrl.agents.ppo import RolloutRewardCallback
+from vlmrl.agents.sb3 import CheckpointEvery
 from vlmrl.encoders import SentenceEncoder, TextEncoder
 from vlmrl.rollouts import Policy, iter_episodes, no_admissible_commands
 
