@@ -1,15 +1,19 @@
-"""How fast does the annotation server ingest messages, and how close to the backend's own speed does it label?
+"""How fast does the embedded judge label, how fast does the annotation server ingest, and what does it add?
 
-1. Ingest: actors POST batches of messages (half of them duplicates) to /submit over HTTP; messages/s
+1. Judge speed, old vs new: the same K fresh messages are labeled directly by the judge (a) through
+   llama.cpp's OpenAI-compatible server in a child process (``--logits_all``, one completion request per
+   message: the ``embedded.mode: server`` path) and (b) in-process (:class:`LlamaCppScorer`: the prompt
+   prefix evaluated once, several messages per decode: the default). Both on ``--threads`` threads.
+   ratio = in-process labels/s / server labels/s. Target >= 3.
+2. Through the server: K other fresh messages go through the annotation server hosting the in-process
+   judge (submit, wait until labeled); served labels/s / direct in-process labels/s, target >= 0.9.
+3. Ingest: actors POST batches of messages (half of them duplicates) to /submit over HTTP; messages/s
    acknowledged (durably queued or found labeled). Target >= 5,000/s.
-2. LLM-bound throughput: the judge labels K fresh messages directly against the backend (baseline, the
-   backend's own batch throughput), then K other fresh messages go through the server (submit, wait until
-   labeled). ratio = server labels/s / backend labels/s. Target >= 0.9.
 
-The backend is the embedded llama.cpp server with SmolLM2-135M (``--backend llama``, default) or the
-scripted stub endpoint with a fixed per-message latency (``--backend stub``).
+``--backend stub`` replaces the LLM by the scripted stub endpoint with a fixed per-message latency (parts 2
+and 3 only; ratio = served / direct).
 
-    python benchmarks/annotation_server.py [--backend llama|stub] [--k 24] [--ingest 50000]
+    python benchmarks/annotation_server.py [--backend llama|stub] [--k 24] [--threads 2] [--ingest 50000]
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlmrl.annotation.backends import LlamaCppServer
+from vlmrl.annotation.backends import LlamaCppScorer, LlamaCppServer
 from vlmrl.annotation.client import HttpClient
 from vlmrl.annotation.server import AnnotationServer
 from vlmrl.labelers.llm import LLMJudge
@@ -46,34 +50,76 @@ def ingest(server: AnnotationServer, total: int, batch: int, rng: np.random.Gene
     return total / dt
 
 
+def direct_rates(judges: list[LLMJudge], messages: list[str], batch: int) -> list[tuple[float, list[float]]]:
+    """Labels/s of each judge on the same ``messages`` in batches of ``batch`` (after calibration and a warm-up).
+
+    The judges take turns batch by batch (the order alternating), so a change in the machine's load between
+    batches weighs on all of them alike.
+    """
+    for judge in judges:
+        judge.calibrate()  # also evaluates the prompt once (warm-up)
+        judge.try_label(["You kill the newt!"])
+    seconds, labels = [0.0] * len(judges), [[] for _ in judges]
+    for n, i in enumerate(range(0, len(messages), batch)):
+        for j in range(len(judges))[:: 1 if n % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            labels[j] += judges[j].try_label(messages[i : i + batch])
+            seconds[j] += time.perf_counter() - t0
+    out = []
+    for judge, secs, labs in zip(judges, seconds, labels, strict=True):
+        assert all(lab is not None for lab in labs), f"the backend failed: {dict(judge.errors)}"
+        out.append((len(messages) / secs, [float(lab.raw.split()[0].removeprefix("margin=")) for lab in labs]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", choices=["llama", "stub"], default="llama")
     ap.add_argument("--k", type=int, default=24, help="messages per throughput measurement")
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads, both paths")
+    ap.add_argument("--batch", type=int, default=8, help="messages per judge call (the server's batch_size)")
     ap.add_argument("--ingest", type=int, default=50_000, help="messages submitted in the ingest test")
-    ap.add_argument("--batch", type=int, default=500, help="messages per /submit request")
+    ap.add_argument("--submit-batch", type=int, default=500, help="messages per /submit request")
     ap.add_argument("--latency", type=float, default=0.05, help="stub seconds per message")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     tmp = Path(tempfile.mkdtemp(prefix="annotation-bench-"))
+    direct_msgs = fake_messages(args.k, rng, "direct")
+    rows: list[tuple[str, str]] = []
+    keys: dict[str, str] = {"backend": args.backend, "k": str(args.k), "threads": str(args.threads)}
 
     if args.backend == "llama":
-        backend = LlamaCppServer(n_threads=2, log_path=tmp / "llama.log").start()
-        base_url = backend.base_url
+        scorer = LlamaCppScorer(n_threads=args.threads)
+        judge = LLMJudge(timeout=600)
+        judge.attach(scorer)
+        with LlamaCppServer(n_threads=args.threads, log_path=tmp / "llama.log") as old_backend:
+            old_judge = LLMJudge(base_url=old_backend.base_url, concurrency=1, timeout=600)
+            (old_rate, old_margins), (backend_rate, new_margins) = direct_rates(
+                [old_judge, judge], direct_msgs, args.batch
+            )
+            old_judge.close()
+        agree = np.mean((np.array(old_margins) > old_judge.threshold) == (np.array(new_margins) > judge.threshold))
+        diff = float(np.max(np.abs(np.array(old_margins) - np.array(new_margins))))
+        rows += [
+            ("old: llama.cpp server labels/s", f"{old_rate:.2f}"),
+            ("new: in-process labels/s", f"{backend_rate:.2f}"),
+            ("max |margin old - new|", f"{diff:.4f}"),
+            ("labels agreeing old/new", f"{agree:.3f}"),
+        ]
+        keys |= {"old_labels_per_s": f"{old_rate:.3f}", "new_labels_per_s": f"{backend_rate:.3f}"}
+        keys |= {"max_margin_diff": f"{diff:.4f}", "label_agreement": f"{agree:.3f}"}
+        ratio = backend_rate / old_rate
+        stop = scorer.stop
     else:
-        backend = StubEndpoint(latency=args.latency).start()
-        base_url = backend.base_url
+        stub = StubEndpoint(latency=args.latency).start()
+        judge = LLMJudge(base_url=stub.base_url, concurrency=1, timeout=120)
+        ((backend_rate, _),) = direct_rates([judge], direct_msgs, args.batch)
+        rows.append(("stub (direct) labels/s", f"{backend_rate:.2f}"))
+        keys["backend_labels_per_s"] = f"{backend_rate:.3f}"
+        stop = stub.stop
+        ratio = None
     try:
-        judge = LLMJudge(base_url=base_url, concurrency=1, timeout=120)
-        judge.calibrate()  # also warms the model up
-        judge.try_label(["You kill the newt!"])
-        direct_msgs = fake_messages(args.k, rng, "direct")
-        t0 = time.perf_counter()
-        direct = judge.try_label(direct_msgs)
-        backend_rate = args.k / (time.perf_counter() - t0)
-        assert all(lab is not None for lab in direct), "backend failed during the baseline"
-
-        server = AnnotationServer(judge, store_path=tmp / "labels.sqlite", batch_size=8).start()
+        server = AnnotationServer(judge, store_path=tmp / "labels.sqlite", batch_size=args.batch).start()
         try:
             served_msgs = fake_messages(args.k, rng, "served")
             t0 = time.perf_counter()
@@ -81,24 +127,26 @@ def main() -> None:
             if not server.wait_idle(timeout=600):
                 raise RuntimeError("server did not finish labeling in 600 s")
             server_rate = args.k / (time.perf_counter() - t0)
-            ingest_rate = ingest(server, args.ingest, args.batch, rng)
+            ingest_rate = ingest(server, args.ingest, args.submit_batch, rng)
             stats = server.stats()
         finally:
             server.stop()
     finally:
-        backend.stop()
+        stop()
 
-    ratio = server_rate / backend_rate
+    rows += [
+        ("through server labels/s", f"{server_rate:.2f}"),
+        ("ingest messages/s (HTTP, 50% dup)", f"{ingest_rate:.0f}"),
+        ("server cache hit rate", f"{stats['cache_hit_rate']:.3f}"),
+    ]
+    keys |= {"server_labels_per_s": f"{server_rate:.3f}", "server_vs_direct": f"{server_rate / backend_rate:.3f}"}
+    keys["ingest_per_s"] = f"{ingest_rate:.0f}"
+    ratio = ratio if ratio is not None else server_rate / backend_rate
     print(f"{'measure':<36}{'value':>14}")
-    print(f"{'backend (direct) labels/s':<36}{backend_rate:>14.2f}")
-    print(f"{'through server labels/s':<36}{server_rate:>14.2f}")
-    print(f"{'ingest messages/s (HTTP, 50% dup)':<36}{ingest_rate:>14.0f}")
-    print(f"{'server cache hit rate':<36}{stats['cache_hit_rate']:>14.3f}")
-    print(f"backend={args.backend}")
-    print(f"k={args.k}")
-    print(f"backend_labels_per_s={backend_rate:.3f}")
-    print(f"server_labels_per_s={server_rate:.3f}")
-    print(f"ingest_per_s={ingest_rate:.0f}")
+    for name, value in rows:
+        print(f"{name:<36}{value:>14}")
+    for key, value in keys.items():
+        print(f"{key}={value}")
     print(f"ratio={ratio:.3f}")
 
 

@@ -66,7 +66,8 @@ def test_kill_9_of_the_server_takes_its_llama_cpp_server_along(tmp_path):
         import time
         from vlmrl.annotation.server import AnnotationServer
         from vlmrl.labelers.llm import LLMJudge
-        s = AnnotationServer(LLMJudge(), store_path={str(tmp_path / "labels.sqlite")!r}).start()
+        s = AnnotationServer(LLMJudge(), store_path={str(tmp_path / "labels.sqlite")!r}, embedded={{"mode": "server"}})
+        s.start()
         print(s.backend.proc.pid, flush=True)
         time.sleep(600)
     """)

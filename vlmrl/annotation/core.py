@@ -1,7 +1,9 @@
 """The annotation server's core, without HTTP: dedup, the durable queue, the label store and the LLM worker.
 
 :meth:`AnnotationCore.submit` deduplicates messages against the label store and the queue and returns at once;
-a worker thread sends the newest pending messages in batches to the LLM judge. :meth:`~AnnotationCore.labels`
+a worker thread sends the newest pending messages in batches to the LLM judge. With no endpoint the judge
+scores in this process (:class:`~vlmrl.annotation.backends.LlamaCppScorer`; ``embedded.mode: server`` starts
+llama.cpp's HTTP server in a child process instead). :meth:`~AnnotationCore.labels`
 returns what is known (``None`` = not labeled yet: the caller uses a neutral reward) and
 :meth:`~AnnotationCore.stats` reports queue length, labels/s, cache hit rate, parse failures and backend
 errors. Failed requests (timeouts, 429, 5xx, dropped connections, malformed answers) leave their messages
@@ -23,7 +25,7 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
-from vlmrl.annotation.backends import LlamaCppServer
+from vlmrl.annotation.backends import LlamaCppScorer, LlamaCppServer, start_embedded
 from vlmrl.annotation.store import AnnotationStore
 from vlmrl.labelers.llm import LLMJudge, Refusal
 from vlmrl.types import Label
@@ -47,9 +49,10 @@ class AnnotationCore:
     Args:
         labeler: the judge that labels batches (its endpoint is set here when ``endpoint`` or embedded).
         store_path: SQLite label store; ``None`` keeps labels in memory only.
-        endpoint: OpenAI-compatible base URL; ``None`` starts the embedded llama.cpp server
-            unless the judge already has an endpoint.
-        embedded: keyword arguments of :class:`LlamaCppServer` for the embedded backend.
+        endpoint: OpenAI-compatible base URL; ``None`` starts the embedded LLM unless the judge already has
+            a backend.
+        embedded: options of the embedded LLM (:func:`~vlmrl.annotation.backends.start_embedded`): ``mode``
+            (``inprocess``, default, or ``server``) and the backend's keyword arguments.
         batch_size: messages sent to the judge per batch (ONI: 100).
         max_backoff: cap, in seconds, of the pause after failed batches.
         max_message_chars: longest message accepted; longer ones are refused at submission.
@@ -76,7 +79,7 @@ class AnnotationCore:
         self.batch_size = int(batch_size)
         self.max_backoff = max_backoff
         self.max_message_chars = int(max_message_chars)
-        self.backend: LlamaCppServer | None = None
+        self.backend: LlamaCppScorer | LlamaCppServer | None = None
         self.store: AnnotationStore | None = None
         self.counters: Counter[str] = Counter()
         self._label_times: deque[float] = deque(maxlen=4096)
@@ -91,13 +94,16 @@ class AnnotationCore:
         """Connect (or start) the backend, open the store and start the worker; returns self."""
         if self.endpoint:
             self.labeler.connect(self.endpoint)
-        elif self.labeler.base_url is None:
+        elif not self.labeler.connected:
             kwargs = dict(self.embedded_kwargs)
-            if self.store_path is not None:  # recorded beside the store: the next start kills a stale one
-                store = Path(self.store_path)
+            if self.store_path is not None and kwargs.get("mode") == "server":
+                store = Path(self.store_path)  # recorded beside the store: the next start kills a stale one
                 kwargs.setdefault("pidfile", store.with_name(f"{store.name}.llama.pid"))
-            self.backend = LlamaCppServer(**kwargs).start()
-            self.labeler.connect(self.backend.base_url)
+            self.backend = start_embedded(**kwargs)
+            if isinstance(self.backend, LlamaCppServer):
+                self.labeler.connect(self.backend.base_url)
+            else:
+                self.labeler.attach(self.backend)
         self.store = AnnotationStore(self.store_path, self.labeler.name, self.labeler.model_id, self.labeler.template)
         # Calibration answers were paid for too: reuse them.
         self.labeler.set_calibration(self.store.get_state("calibration") or {})

@@ -45,9 +45,10 @@ class AnnotationServer(AnnotationCore):
     Args:
         labeler: the judge that labels batches (its endpoint is set here when ``endpoint`` or embedded).
         store_path: SQLite label store; ``None`` keeps labels in memory only.
-        endpoint: OpenAI-compatible base URL; ``None`` starts the embedded llama.cpp server
-            unless the judge already has an endpoint.
-        embedded: keyword arguments of :class:`~vlmrl.annotation.backends.LlamaCppServer` for the embedded backend.
+        endpoint: OpenAI-compatible base URL; ``None`` starts the embedded LLM unless the judge already has
+            a backend.
+        embedded: options of the embedded LLM (:func:`~vlmrl.annotation.backends.start_embedded`): ``mode``
+            (``inprocess``, default, or ``server``) and the backend's keyword arguments.
         batch_size: messages sent to the judge per batch (ONI: 100).
         host: interface for the HTTP front (loopback by default).
         port: TCP port; 0 picks a free one.

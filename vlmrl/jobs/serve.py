@@ -37,7 +37,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     if threading.current_thread() is threading.main_thread():  # signals can only be caught there
         previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     server.start()
-    print(f"annotation server on {server.url} (backend {labeler.base_url}, model {labeler.model_id})", flush=True)
+    backend = labeler.base_url or "in-process llama.cpp"
+    print(f"annotation server on {server.url} (backend {backend}, model {labeler.model_id})", flush=True)
     try:
         done.wait(timeout=cfg.duration_s)
     finally:

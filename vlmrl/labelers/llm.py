@@ -4,13 +4,14 @@ Free-text path: the ONI prompt asks for ``<label>yes</label>`` or ``<label>no</l
 parsed. A 135M model does not follow that format, so the log-prob path asks a few-shot prompt ending in
 ``Progress:`` and compares the next-token log-probabilities of `` yes`` and `` no``; the decision threshold is
 the mean margin on content-free inputs (contextual calibration, Zhao et al. 2021), which removes the
-model's prior bias towards one answer.
+model's prior bias towards one answer. The log-probs come from an endpoint's completions (``top_logprobs``)
+or from a :class:`TopLogprobs` scorer in this process (:meth:`LLMJudge.attach`), with the same margin.
 
 Transport failures (timeouts, 429, 5xx, dropped connections, malformed responses) are never turned into
 labels: :meth:`LLMJudge.try_label` returns ``None`` for those items so the caller retries them later, and
 nothing that was answered is asked again by this object. A message the endpoint refuses for good (a 4xx
 about the request, e.g. longer than the model's context) is a :class:`Refusal` in :meth:`LLMJudge.attempt`:
-asking again would fail again.
+asking again would fail again (in-process: :class:`PromptRefused`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,24 @@ def yes_no_margin(top_logprobs: dict[str, float], yes: str = " yes", no: str = "
     return logp(yes) - logp(no)
 
 
+class PromptRefused(ValueError):
+    """An in-process scorer can never answer this prompt (e.g. longer than the model's context)."""
+
+
+class TopLogprobs:
+    """Next-token log-probs computed in this process: the judge's log-prob path without an endpoint."""
+
+    model_id = "unknown"
+
+    def __call__(self, prompts: list[str], k: int = 20, prefix: str = "") -> list[dict[str, float]]:
+        """The ``k`` most likely next tokens (text piece -> log-prob) after each prompt, in prompt order.
+
+        ``prefix`` is text the prompts start with, which an implementation may evaluate once and keep.
+        Raises :class:`PromptRefused` if a prompt can never be answered; any other exception means "ask later".
+        """
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class Refusal:
     """The endpoint refused one message for good (a 4xx about the request itself); ``error`` says why."""
@@ -85,7 +104,7 @@ class Refusal:
 
 
 class LLMJudge(Labeler):
-    """Labels NetHack messages as progress (1) or not (0) through an OpenAI-compatible endpoint.
+    """Labels NetHack messages as progress (1) or not (0) through an OpenAI-compatible endpoint or in-process scorer.
 
     Args:
         base_url: the endpoint (``http://127.0.0.1:8080/v1``); may be set later with :meth:`connect`.
@@ -136,6 +155,8 @@ class LLMJudge(Labeler):
         self.requests = 0
         self.answered = 0
         self._client = None
+        self._scorer: TopLogprobs | None = None
+        self._prefix = self.template.split("{message}")[0]  # shared by every prompt: a scorer keeps it evaluated
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.base_url = None
@@ -166,7 +187,32 @@ class LLMJudge(Labeler):
                 raise RuntimeError(f"{self.base_url} serves no model: pass labelers.labeler.model=<name>")
             self.model = models[0].id
 
+    def attach(self, scorer: TopLogprobs) -> None:
+        """Score in this process with ``scorer`` instead of an endpoint (log-prob mode only)."""
+        if self.mode != "logprob":
+            raise ValueError(f"an in-process scorer serves mode=logprob, not {self.mode!r}: pass an endpoint")
+        self._scorer = scorer
+        self.model = self.model or scorer.model_id
+
+    @property
+    def connected(self) -> bool:
+        """Whether requests have somewhere to go (an endpoint or an in-process scorer)."""
+        return self._client is not None or self._scorer is not None
+
+    def _require_backend(self) -> None:
+        if not self.connected:
+            raise RuntimeError("the judge has no endpoint: call connect(base_url) or attach(scorer) first")
+
     # ------------------------------------------------------------------ requests
+    def _scored(self, prompts: list[str]) -> list[float]:
+        tops = self._scorer(prompts, self.top_logprobs, self._prefix)
+        if len(tops) != len(prompts):
+            raise ValueError(f"scored {len(prompts)} prompts, got {len(tops)} answers")
+        return [yes_no_margin(top) for top in tops]
+
+    def _scored_one(self, prompt: str) -> float:
+        return self._scored([prompt])[0]
+
     def _one_logprob(self, prompt: str) -> float:
         resp = self._client.completions.create(
             model=self.model, prompt=prompt, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs
@@ -220,8 +266,7 @@ class LLMJudge(Labeler):
     # ------------------------------------------------------------------ labeling
     def calibrate(self) -> float | None:
         """Set the threshold to the mean yes/no margin on content-free inputs; ``None`` if that failed."""
-        if self._client is None:
-            raise RuntimeError("the judge has no endpoint: call connect(base_url) first")
+        self._require_backend()
         missing = [c for c in CONTENT_FREE if c not in self._calibration]
         for c, m in zip(missing, self._margins(missing), strict=True):
             if isinstance(m, float):
@@ -244,12 +289,15 @@ class LLMJudge(Labeler):
 
     def _margins(self, messages: list[str]) -> list[float | Refusal | None]:
         prompts = [self.template.replace("{message}", m) for m in messages]
-        if self.batch_prompts:
-            out = self._guarded(self._many_logprob, prompts)
+        one, many = (
+            (self._scored_one, self._scored) if self._scorer is not None else (self._one_logprob, self._many_logprob)
+        )
+        if self.batch_prompts or self._scorer is not None:  # a scorer takes the batch in one call
+            out = self._guarded(many, prompts)
             if isinstance(out, Refusal) and len(prompts) > 1:  # find out which prompt was refused
-                return self._map(self._one_logprob, prompts)
+                return self._map(one, prompts)
             return list(out) if isinstance(out, list) else [out] * len(prompts)
-        return self._map(self._one_logprob, prompts)
+        return self._map(one, prompts)
 
     def try_label(self, messages: Sequence[str]) -> list[Label | None]:
         """Label what the endpoint answers; ``None`` marks items to retry later (nothing was learned).
@@ -261,8 +309,7 @@ class LLMJudge(Labeler):
 
     def attempt(self, messages: Sequence[str]) -> list[Label | Refusal | None]:
         """:meth:`try_label` that tells final refusals apart: a :class:`Refusal` would fail again if retried."""
-        if self._client is None:
-            raise RuntimeError("the judge has no endpoint: call connect(base_url) first")
+        self._require_backend()
         messages = list(messages)
         source = f"llm:{self.model_id}"
         if self.mode == "logprob":
@@ -287,7 +334,7 @@ class LLMJudge(Labeler):
         return labels  # type: ignore[return-value]
 
     def close(self) -> None:
-        """Release the request threads and the HTTP client."""
+        """Release the request threads and the HTTP client (an attached scorer is its owner's to stop)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -296,8 +343,13 @@ class LLMJudge(Labeler):
 
 
 def _error_kind(e: Exception) -> str:
-    """A short name for a failure: ``rate_limited``, ``server_error``, ``timeout``, ``connection``, ``malformed``."""
+    """A short name for a failure: ``rate_limited``, ``server_error``, ``timeout``, ``connection``, ``malformed``..."""
     import openai
+
+    if isinstance(e, PromptRefused):
+        return "refused"
+    if isinstance(e, RuntimeError):  # an in-process scorer failed (llama_decode, stopped)
+        return "backend_error"
 
     if isinstance(e, openai.RateLimitError):
         return "rate_limited"
@@ -320,4 +372,6 @@ def _is_refusal(e: Exception) -> bool:
     """
     import openai
 
+    if isinstance(e, PromptRefused):
+        return True
     return isinstance(e, openai.APIStatusError) and 400 <= e.status_code < 500 and e.status_code not in TRANSIENT_4XX
