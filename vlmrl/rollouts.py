@@ -34,6 +34,17 @@ def as_batch(items: Sequence) -> np.ndarray | list:
     return list(items)
 
 
+def reward_inputs(infos: Sequence[dict], key: str) -> list:
+    """``info[key]`` of each info: what a reward model reads; a missing key is named with the fix."""
+    try:
+        return [info[key] for info in infos]
+    except KeyError:
+        raise KeyError(
+            f"the reward model reads info[{key!r}] but the env does not provide it; "
+            f"use an env that emits {key}s (e.g. emit_frames=true)"
+        ) from None
+
+
 @dataclasses.dataclass
 class Episode:
     """One played episode.
@@ -76,14 +87,7 @@ class Episode:
 
     def inputs(self, key: str, with_reset: bool = False) -> list:
         """``info[key]`` of each step (the reset info's first when ``with_reset``): what a reward model reads."""
-        infos = ([self.reset_info] if with_reset else []) + self.infos
-        try:
-            return [info[key] for info in infos]
-        except KeyError:
-            raise KeyError(
-                f"the reward model reads info[{key!r}] but the env does not provide it; "
-                f"use an env that emits {key}s (e.g. emit_frames=true)"
-            ) from None
+        return reward_inputs(([self.reset_info] if with_reset else []) + self.infos, key)
 
     @property
     def success(self) -> float:

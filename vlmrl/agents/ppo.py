@@ -21,7 +21,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from vlmrl.agents.base import TrainContext, plain_kwargs
 from vlmrl.agents.sb3 import CheckpointEvery, SB3Agent, VideoEvery
 from vlmrl.rewards.base import RewardModel
-from vlmrl.rollouts import ChunkedScorer
+from vlmrl.rollouts import ChunkedScorer, reward_inputs
 from vlmrl.runs import EpisodeTracker, RunFolder
 
 log = logging.getLogger(__name__)
@@ -86,14 +86,7 @@ class RolloutRewardCallback(BaseCallback):
         self._dones.append(np.array(self.locals["dones"], dtype=bool, copy=True))
         if self.reward is None:
             return True
-        key = self.reward.input_key
-        try:
-            items = [info[key] for info in self.locals["infos"]]
-        except KeyError:
-            raise KeyError(
-                f"the reward model reads info[{key!r}] but the env does not provide it; "
-                f"use an env that emits {key}s (e.g. emit_frames=true)"
-            ) from None
+        items = reward_inputs(self.locals["infos"], self.reward.input_key)
         self._scorer.add(items)
         return True
 

@@ -34,7 +34,7 @@ from vlmrl.agents.base import TrainContext, plain_kwargs
 from vlmrl.agents.sb3 import CheckpointEvery, SB3Agent, VideoEvery
 from vlmrl.rewards.base import RewardModel
 from vlmrl.rewards.preference import downsample_frames
-from vlmrl.rollouts import ChunkedScorer, episode_seeds, evaluate_policy, score_in_batches
+from vlmrl.rollouts import ChunkedScorer, episode_seeds, evaluate_policy, reward_inputs, score_in_batches
 from vlmrl.runs import EpisodeTracker, RunFolder, atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class ReplayRewardCallback(BaseCallback):
         self.relabels, self.relabel_seconds = 0, 0.0
         self.episodes = EpisodeTracker()
         self.successes: list[float] = []
-        self._feedback: list[np.ndarray] = []  # positions (n_envs,) of steps not yet shown to the reward source
+        self._feedback: list[int] = []  # buffer positions of the steps not yet shown to the reward source
         self._next_log = 0
         self._interval: list[tuple[float, float]] = []
         self._scorer: ChunkedScorer | None = None
@@ -128,17 +128,10 @@ class ReplayRewardCallback(BaseCallback):
         self.successes.extend(float(infos[e].get("is_success", np.nan)) for e in np.flatnonzero(dones))
         if self.reward is None:
             return True
-        key = self.reward.input_key
-        try:
-            items = [info[key] for info in infos]
-        except KeyError:
-            raise KeyError(
-                f"the reward model reads info[{key!r}] but the env does not provide it; "
-                f"use an env that emits {key}s (e.g. emit_frames=true)"
-            ) from None
+        items = reward_inputs(infos, self.reward.input_key)
         if self.learns_online:
             self._store_frames(pos, np.stack(items))
-            self._feedback.append(np.full(1, pos))
+            self._feedback.append(pos)
         else:
             self._scorer.add(items)
         return True
@@ -189,7 +182,7 @@ class ReplayRewardCallback(BaseCallback):
 
     def _observe(self) -> bool:
         """Hand the pending feedback steps to the reward source; True when it changed."""
-        pos = np.concatenate(self._feedback)
+        pos = np.asarray(self._feedback)
         self._feedback = []
         frames = self.frames[pos]  # (T, n_envs, H, W, 3)
         inputs = frames.reshape(-1, *frames.shape[2:])
@@ -239,7 +232,7 @@ class ReplayRewardCallback(BaseCallback):
         arrays = {"env_rewards": self.env_rewards, "model_rewards": self.model_rewards}
         if self.frames is not None:
             arrays["frames"] = self.frames
-        arrays["feedback"] = np.concatenate(self._feedback) if self._feedback else np.zeros(0, np.int64)
+        arrays["feedback"] = np.asarray(self._feedback, np.int64)
         with atomic_path(directory / SIDE_FILE) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
         finished = np.asarray(self.episodes.finished, np.float64).tolist()
@@ -252,7 +245,7 @@ class ReplayRewardCallback(BaseCallback):
         with np.load(directory / SIDE_FILE) as z:
             self.env_rewards, self.model_rewards = z["env_rewards"].copy(), z["model_rewards"].copy()
             self.frames = z["frames"].copy() if "frames" in z.files else None
-            self._feedback = [z["feedback"].copy()] if z["feedback"].size else []
+            self._feedback = z["feedback"].tolist()
         state = json.loads((directory / CALLBACK_FILE).read_text())
         self.relabels, self.relabel_seconds = int(state["relabels"]), float(state["relabel_seconds"])
         self.successes = [float(s) for s in state["successes"]]
