@@ -109,6 +109,8 @@ class IQLAgent(Agent):
         reward_scaler: ``standard`` (zero mean, unit std), ``minmax``, ``return_range`` (the IQL paper's
             ``r * 1000 / (max - min episode return)`` of the dataset: a pure scale, so episodes that end at real
             terminals keep their sign) or ``none``; applied to both IQL variants alike, each on its own rewards.
+            ``standard`` is the default: on push_offline's learned reward it ended 0.113 m from the goal against
+            0.130 m for ``return_range`` (3 seeds, ``benchmarks/iql_reward_scale.py``).
         eval_episodes: evaluation episodes per variant (same seeds for every variant).
         video_episodes: episodes (the first evaluation seeds) recorded to ``videos/<variant>.mp4`` with the
             true reward under the frames; 0 records none.
