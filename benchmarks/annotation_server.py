@@ -3,8 +3,9 @@
 1. Judge speed, old vs new: the same K fresh messages are labeled directly by the judge (a) through
    llama.cpp's OpenAI-compatible server in a child process (``--logits_all``, one completion request per
    message: the ``embedded.mode: server`` path) and (b) in-process (:class:`LlamaCppScorer`: the prompt
-   prefix evaluated once, several messages per decode: the default). Both on ``--threads`` threads.
-   ratio = in-process labels/s / server labels/s. Target >= 3.
+   prefix evaluated once, each message's own tokens only, logits at the last one: the default). Both on
+   ``--threads`` threads, under the same OpenMP settings (the scorer sets ``GOMP_SPINCOUNT`` before the
+   server starts). ratio = in-process labels/s / server labels/s. Target >= 3.
 2. Through the server: K other fresh messages go through the annotation server hosting the in-process
    judge (submit, wait until labeled); served labels/s / direct in-process labels/s, target >= 0.9.
 3. Ingest: actors POST batches of messages (half of them duplicates) to /submit over HTTP; messages/s
