@@ -68,6 +68,7 @@ def build_parts(cfg: DictConfig) -> tuple[RewardModel, Labeler | None, dict[str,
         batch_size=int(group.batch_size),
         device=str(cfg.get("device") or "cpu"),
         seed=seed,
+        net=str(group.get("net", "cnn")),
     )
     max_steps = group.get("max_train_steps")
     fit = {

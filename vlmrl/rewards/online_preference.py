@@ -70,6 +70,8 @@ class OnlinePreferenceReward(RewardModel):
         on_few_labels: ``error`` (stop with one line naming the counts and the fix) or ``warn`` (log it, write
             it to the label stats' ``warnings`` and train on what there is).
         seed: initial weights of the ensemble.
+        net: the ensemble's per-frame net, ``cnn`` (PEBBLE's) or ``keypoints`` (spatial softmax; see
+            :class:`~vlmrl.rewards.preference.KeypointRewardNet`).
     """
 
     input_key = "frame"
@@ -99,6 +101,7 @@ class OnlinePreferenceReward(RewardModel):
         min_valid_fraction: float = 0.1,
         on_few_labels: str = "error",
         seed: int = 0,
+        net: str = "cnn",
         **_: Any,
     ):
         if sampling not in QUERY_SELECTIONS:
@@ -119,7 +122,7 @@ class OnlinePreferenceReward(RewardModel):
         if label_cache is not None:
             labeler = CachedLabeler(labeler, label_cache)
         self.labeler = labeler
-        self.model = PreferenceRewardModel(ensemble_size, image_size, lr, batch_size, device=device, seed=seed)
+        self.model = PreferenceRewardModel(ensemble_size, image_size, lr, batch_size, device=device, seed=seed, net=net)
         self.fragmenter = RolloutFragmenter(segment_length, recent_rollouts, sampling, candidate_factor, self.model)
         self.trainer = RewardTrainer(
             self.model,
