@@ -105,3 +105,20 @@ def test_a_prompt_longer_than_the_context_is_refused_alone(few_shot):
 
 def _children() -> set[int]:
     return {int(c) for t in Path(f"/proc/{os.getpid()}/task").iterdir() for c in (t / "children").read_text().split()}
+
+
+@pytest.mark.parametrize(("user_env", "expected"), [({}, "1000"), ({"OMP_WAIT_POLICY": "PASSIVE"}, None)])
+def test_openmp_spins_briefly_unless_the_user_chose_a_wait_policy(user_env, expected):
+    """Loading the scorer sets GOMP_SPINCOUNT=1000 before libgomp loads, and leaves a user's OMP_WAIT_POLICY alone."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | user_env
+    code = (
+        "import json, os\nfrom vlmrl.annotation.backends import LlamaCppScorer\n"
+        "LlamaCppScorer(n_threads=1, n_ctx=64).stop()\n"
+        "print(json.dumps([os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY')]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=120)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [expected, user_env.get("OMP_WAIT_POLICY")]
