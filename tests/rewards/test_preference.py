@@ -215,6 +215,31 @@ def test_keypoint_net_learns_a_reward_set_by_where_two_small_objects_are():
     assert rho >= 0.8, rho
 
 
+def test_linear_output_keeps_the_ranking_among_the_best_frames_where_tanh_saturates():
+    """Clean labels drive a tanh net to its bounds: among the top 30% of held-out frames its Spearman was 0.51."""
+    rng = np.random.default_rng(0)
+    frames, rewards = two_dots(600, rng)
+    i, j = rng.integers(0, 600, 400), rng.integers(0, 600, 400)
+    labels = (rewards[j] > rewards[i]).astype(np.float32)
+    model = PreferenceRewardModel(
+        ensemble_size=1, image_size=32, lr=3e-3, batch_size=32, seed=0, net="keypoints", output="linear"
+    )
+    RewardTrainer(model, max_epochs=40, target_acc=1.01, max_steps=500).fit(
+        frames[i][:, None], frames[j][:, None], labels, rng=rng
+    )
+    held_out, true = two_dots(300, np.random.default_rng(1))
+    predicted = model.predict(held_out)
+    best = true > np.quantile(true, 0.7)
+    assert np.abs(predicted).max() > 1.0  # unbounded
+    rho = spearmanr(predicted[best], true[best]).statistic
+    assert rho >= 0.75, rho
+
+
+def test_unknown_reward_output_is_refused():
+    with pytest.raises(ValueError, match="output='relu'.*tanh, linear"):
+        PreferenceRewardModel(ensemble_size=1, image_size=16, output="relu")
+
+
 def test_unknown_reward_net_is_refused():
     with pytest.raises(ValueError, match="net='resnet'.*cnn, keypoints"):
         PreferenceRewardModel(ensemble_size=1, image_size=16, net="resnet")

@@ -69,6 +69,7 @@ def build_parts(cfg: DictConfig) -> tuple[RewardModel, Labeler | None, dict[str,
         device=str(cfg.get("device") or "cpu"),
         seed=seed,
         net=str(group.get("net", "cnn")),
+        output=str(group.get("output", "tanh")),
     )
     max_steps = group.get("max_train_steps")
     fit = {

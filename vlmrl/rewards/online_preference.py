@@ -72,6 +72,8 @@ class OnlinePreferenceReward(RewardModel):
         seed: initial weights of the ensemble.
         net: the ensemble's per-frame net, ``cnn`` (PEBBLE's) or ``keypoints`` (spatial softmax; see
             :class:`~vlmrl.rewards.preference.KeypointRewardNet`).
+        output: the net's last activation, ``tanh`` (PEBBLE) or ``linear``
+            (:data:`~vlmrl.rewards.preference.REWARD_OUTPUTS`).
     """
 
     input_key = "frame"
@@ -102,6 +104,7 @@ class OnlinePreferenceReward(RewardModel):
         on_few_labels: str = "error",
         seed: int = 0,
         net: str = "cnn",
+        output: str = "tanh",
         **_: Any,
     ):
         if sampling not in QUERY_SELECTIONS:
@@ -122,7 +125,9 @@ class OnlinePreferenceReward(RewardModel):
         if label_cache is not None:
             labeler = CachedLabeler(labeler, label_cache)
         self.labeler = labeler
-        self.model = PreferenceRewardModel(ensemble_size, image_size, lr, batch_size, device=device, seed=seed, net=net)
+        self.model = PreferenceRewardModel(
+            ensemble_size, image_size, lr, batch_size, device=device, seed=seed, net=net, output=output
+        )
         self.fragmenter = RolloutFragmenter(segment_length, recent_rollouts, sampling, candidate_factor, self.model)
         self.trainer = RewardTrainer(
             self.model,
