@@ -56,6 +56,22 @@ def test_metric_reward_and_success_on_hand_placed_state(push_env):
     assert not info["grasping"]
 
 
+def test_success_bonus_is_added_only_on_the_goal():
+    env = PushEnv(width=32, height=32, success_threshold=0.03, success_bonus=0.1)
+    try:
+        env.reset(seed=0)
+        env.set_state(block_xy=(0.0, 0.0), goal_xy=(0.02, 0.0), gripper_pos=(0.3, 0.3, 0.1))
+        _, reward, _, _, info = env.step(np.zeros(4))
+        assert info["is_success"] and reward == pytest.approx(0.1 - info["gt_metric"]) == info["env_reward"]
+        env.set_state(block_xy=(0.0, 0.0), goal_xy=(0.04, 0.0), gripper_pos=(0.3, 0.3, 0.1))
+        _, reward, _, _, info = env.step(np.zeros(4))
+        assert not info["is_success"] and reward == -info["gt_metric"]
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="success_bonus=-1.0: must be a finite number >= 0"):
+        PushEnv(success_bonus=-1.0)
+
+
 def test_gripper_pushes_the_block(push_env):
     env = push_env
     env.reset(seed=0)
