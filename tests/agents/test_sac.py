@@ -142,6 +142,9 @@ def test_resume_continues_with_the_replay_buffer_and_the_reward_state(tmp_path):
     with open(state / REPLAY_FILE, "rb") as f:
         stored = pickle.load(f)
     assert stored.pos == 120
+    with np.load(state / SIDE_FILE) as z:
+        first_frames = z["frames"]
+    assert first_frames.shape[:2] == (120, 1) and first_frames.any()  # the filled rows only, not the 500 allocated
 
     reward = Retraining()
     second = agent(total_timesteps=200).train(
@@ -154,6 +157,7 @@ def test_resume_continues_with_the_replay_buffer_and_the_reward_state(tmp_path):
     assert stored.pos == 200  # the buffer continued: 120 restored transitions + 80 new ones
     side = np.load(run.state_dir(latest_checkpoint(run.path)) / SIDE_FILE)
     np.testing.assert_allclose(stored.rewards[:200, 0], reward.predict(side["frames"][:200, 0]), rtol=1e-6)
+    np.testing.assert_array_equal(side["frames"][:120], first_frames)  # the restored frames, not zeros
     steps = [r["step"] for r in run.read_metrics()[0]]
     assert steps == sorted(steps) and steps[-1] == 200
 

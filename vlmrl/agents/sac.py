@@ -230,8 +230,8 @@ class ReplayRewardCallback(BaseCallback):
     def save(self, directory: Path) -> None:
         """Write the aligned arrays and the loop's counters (the replay buffer itself is SB3's to save)."""
         arrays = {"env_rewards": self.env_rewards, "model_rewards": self.model_rewards}
-        if self.frames is not None:
-            arrays["frames"] = self.frames
+        if self.frames is not None:  # only the filled rows: the empty rest of a 100k buffer would be 1.2 GB of zeros
+            arrays["frames"] = self.frames[: self.filled()]
         arrays["feedback"] = np.asarray(self._feedback, np.int64)
         with atomic_path(directory / SIDE_FILE) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -244,7 +244,11 @@ class ReplayRewardCallback(BaseCallback):
         """Restore what :meth:`save` wrote."""
         with np.load(directory / SIDE_FILE) as z:
             self.env_rewards, self.model_rewards = z["env_rewards"].copy(), z["model_rewards"].copy()
-            self.frames = z["frames"].copy() if "frames" in z.files else None
+            self.frames = None
+            if "frames" in z.files:
+                stored = z["frames"]
+                self.frames = np.zeros((*self.env_rewards.shape, *stored.shape[2:]), np.uint8)
+                self.frames[: len(stored)] = stored
             self._feedback = z["feedback"].tolist()
         state = json.loads((directory / CALLBACK_FILE).read_text())
         self.relabels, self.relabel_seconds = int(state["relabels"]), float(state["relabel_seconds"])
