@@ -63,19 +63,24 @@ def variants(task: str, ppo: bool, label_budgets: list[int]) -> list[Variant]:
 
 
 def train(variant: Variant, seed: int, root: Path, extra: list[str]) -> tuple[Path, float]:
-    """Run ``vlmrl train`` for one variant and seed; returns its run folder and wall time."""
+    """Run ``vlmrl train`` for one variant and seed; returns its run folder and training seconds.
+
+    A finished run already in ``root`` (its ``result.json`` written) is reused, so an interrupted benchmark
+    continues where it stopped when rerun with the same ``--out``.
+    """
     run_dir = root / f"{variant.name}_s{seed}"
+    if (run_dir / "result.json").exists():
+        return run_dir, float(json.loads((run_dir / "result.json").read_text())["train_seconds"])
     cmd = [VLMRL, "train", f"experiments={variant.experiment}", f"seed={seed}", f"run_dir={run_dir}",
            "agents.progress_bar=false", "agents.video_episodes=1", *variant.overrides, *extra]  # fmt: skip
     if "sac" in variant.experiment:
         cmd.append("agents.eval_episodes=0")  # evaluated below, on the seeds every variant shares
     env = dict(os.environ, OMP_NUM_THREADS="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    t0 = time.perf_counter()
     with open(root / f"{variant.name}_s{seed}.log", "wb") as out:
         rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {rc}; see {root / f'{variant.name}_s{seed}.log'}")
-    return run_dir, time.perf_counter() - t0
+    return run_dir, float(json.loads((run_dir / "result.json").read_text())["train_seconds"])
 
 
 def policy_of(run_dir: Path):
@@ -163,7 +168,7 @@ def main() -> None:
             print(f"  {task} {v.name} seed {seed}: {summary}, {out['wall']:.0f}s", flush=True)
 
     print(f"\n{args.seeds} seeds, {args.episodes} evaluation episodes each; runs in {root}")
-    print(f"{'task':<8}{'variant':<16}{'success':>16}{'final gt metric':>22}{'labels':>9}{'wall s':>9}")
+    print(f"{'task':<8}{'variant':<16}{'success':>16}{'final gt metric':>22}{'labels':>9}{'train s':>9}")
     lines = {}
     for (task, name), rows in results.items():
         s, s_se = mean_se([r["success_rate"] for r in rows])
