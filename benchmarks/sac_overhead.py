@@ -57,9 +57,9 @@ class FreeLearnedReward(RewardModel):
 
 
 def plain(steps: int) -> float:
+    t0 = time.perf_counter()  # env and model construction timed as in the other arms (SACAgent.train builds both)
     venv = make_vec_env(make_env, n_envs=1, seed=0)
     model = SAC("MlpPolicy", venv, seed=0, device="cpu", **SAC_KW)
-    t0 = time.perf_counter()
     model.learn(steps)
     dt = time.perf_counter() - t0
     venv.close()
