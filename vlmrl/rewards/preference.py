@@ -75,13 +75,14 @@ ranking there (0.80; 0.96 overall against 0.88)."""
 
 
 def _squash(output: str) -> nn.Module:
+    """The last activation named by ``output`` (one of :data:`REWARD_OUTPUTS`)."""
     if output not in REWARD_OUTPUTS:
         raise ValueError(f"output={output!r}: use one of {', '.join(REWARD_OUTPUTS)}")
     return nn.Tanh() if output == "tanh" else nn.Identity()
 
 
 class ImageRewardNet(nn.Module):
-    """Per-frame reward r(s) in (-1, 1): four strided convolutions, an MLP head and a tanh (as PEBBLE).
+    """Per-frame reward r(s): four strided convolutions, an MLP head and (by default) a tanh, as PEBBLE.
 
     Args:
         image_size: side of the (square) input the frames are resized to.
@@ -111,7 +112,7 @@ class ImageRewardNet(nn.Module):
 
 
 class KeypointRewardNet(nn.Module):
-    """Per-frame reward r(s) in (-1, 1) from where things are: keypoints through a spatial softmax, an MLP, a tanh.
+    """Per-frame reward r(s) from where things are: keypoints through a spatial softmax, an MLP and (by default) a tanh.
 
     A 3x3 and a 1x1 convolution at full resolution give ``keypoints`` feature maps; each map's softmax over
     the pixels, with a learned temperature, yields the expected (x, y) of what it detects (Levine et al. 2016,
