@@ -910,9 +910,17 @@ CASES = {
 
 # ---------------------------------------------------------------------------------------------------- suite
 def run_case(
-    case: KillCase, rng: np.random.Generator, kills: int, kills_per_trial: int = 2, deadline: float = float("inf")
+    case: KillCase,
+    rng: np.random.Generator,
+    kills: int,
+    kills_per_trial: int = 2,
+    deadline: float = float("inf"),
+    max_trials: int | None = None,
 ) -> tuple[list[Trial], list[str]]:
     """Reference run, then trials until ``kills`` kills were delivered (or the deadline passes).
+
+    A trial whose run finished before its kill point delivers no kill (a trial faster than the reference);
+    at most ``max_trials`` (default ``3 * kills``) are started.
 
     Returns:
         ``(trials, problems of the reference run)``.
@@ -924,7 +932,8 @@ def run_case(
             return [], ref_problems
         trials: list[Trial] = []
         tried, attempts = 0, 0
-        while tried < kills and attempts < 3 * kills and time.monotonic() < deadline:
+        limit = 3 * kills if max_trials is None else max_trials
+        while tried < kills and attempts < limit and time.monotonic() < deadline:
             attempts += 1
             t = case.trial(len(trials), rng, min(kills_per_trial, kills - tried))
             trials.append(t)

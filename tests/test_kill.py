@@ -32,7 +32,8 @@ SMALL = {"collect": {"episodes": 24, "part_episodes": 4, "steps": 20}, "serve": 
 @pytest.mark.parametrize("job", ["collect", "serve", "train_sac"])
 def test_a_killed_job_restarts_to_the_uninterrupted_result(kill_suite, tmp_path, job):
     case = kill_suite.CASES[job](tmp_path, **SMALL[job])
-    trials, reference_problems = kill_suite.run_case(case, np.random.default_rng(7), kills=1)
+    # up to 6 trials: on a loaded machine a trial can finish before its kill point (seen: 3 in a row for collect)
+    trials, reference_problems = kill_suite.run_case(case, np.random.default_rng(7), kills=1, max_trials=6)
     assert not reference_problems
     assert sum(len(t.kills) for t in trials) == 1, [t.describe() for t in trials]
     assert all(t.survived for t in trials), [t.describe() for t in trials]
