@@ -69,8 +69,14 @@ def train(variant: Variant, seed: int, root: Path, extra: list[str]) -> tuple[Pa
     continues where it stopped when rerun with the same ``--out``.
     """
     run_dir = root / f"{variant.name}_s{seed}"
-    if (run_dir / "result.json").exists():
-        return run_dir, float(json.loads((run_dir / "result.json").read_text())["train_seconds"])
+    result = run_dir / "result.json"
+    if not result.exists():
+        run_variant(variant, seed, root, run_dir, extra)
+    return run_dir, float(json.loads(result.read_text())["train_seconds"])
+
+
+def run_variant(variant: Variant, seed: int, root: Path, run_dir: Path, extra: list[str]) -> None:
+    """One ``vlmrl train`` subprocess into ``run_dir``, its output in ``root/<variant>_s<seed>.log``."""
     cmd = [VLMRL, "train", f"experiments={variant.experiment}", f"seed={seed}", f"run_dir={run_dir}",
            "agents.progress_bar=false", "agents.video_episodes=1", *variant.overrides, *extra]  # fmt: skip
     if "sac" in variant.experiment:
@@ -80,7 +86,6 @@ def train(variant: Variant, seed: int, root: Path, extra: list[str]) -> tuple[Pa
         rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {rc}; see {root / f'{variant.name}_s{seed}.log'}")
-    return run_dir, float(json.loads((run_dir / "result.json").read_text())["train_seconds"])
 
 
 def policy_of(run_dir: Path):
