@@ -210,6 +210,8 @@ def test_yaml_configs_build_time_limited_envs():
         ({"success_threshold": -1}, "success_threshold must be a positive number"),
         ({"frame_skip": 0}, "frame_skip must be an int >= 1"),
         ({"workspace": ((0, 0, 0), (0, 1, 1))}, "workspace must be"),
+        ({"start": "corner"}, "start must be one of"),
+        ({"start_offset": -0.01}, "start_offset must be >= 0"),
     ],
 )
 def test_bad_fold_arguments_name_the_fix(kwargs, message):
@@ -222,6 +224,8 @@ def test_bad_inputs_raise(fold_env):
         make_cloth_fold(max_episode_steps=0)
     with pytest.raises(ValueError, match="success_threshold must be in"):
         ClothSpreadEnv(success_threshold=1.5)
+    with pytest.raises(ValueError, match="initial_fold must be one of"):
+        ClothSpreadEnv(initial_fold="crumple")
     fold_env.reset(seed=0)
     with pytest.raises(ValueError, match="action must have 4 entries"):
         fold_env.step(np.zeros(3))
@@ -248,3 +252,54 @@ def test_env_built_after_another_was_closed_still_renders():
         assert not is_blank(second.step(np.zeros(4))[4]["frame"])
     finally:
         second.close()
+
+
+def task_env(task: str):
+    """The env of the CPU-sized SAC task ``experiments/_base/cloth_<task>_task.yaml``, 32x32 frames."""
+    cfg = OmegaConf.merge(
+        OmegaConf.load(CONF / "envs" / f"cloth_{task}.yaml"),
+        OmegaConf.load(ASSETS.parent.parent / "experiments" / "_base" / f"cloth_{task}_task.yaml").envs,
+    )
+    return instantiate(cfg, width=32, height=32)
+
+
+def drag(env, target_of, steps: int):
+    """Close on the start vertex and drag it, at table height, toward ``target_of(env)``; the last step's info."""
+    for _ in range(steps):
+        delta = (target_of(env) - env.gripper_pos)[:2] / env.max_displacement
+        _, _, _, _, info = env.step(np.array([*np.clip(delta, -1, 1), 0.0, 1.0], dtype=np.float32))
+    return info
+
+
+@pytest.mark.parametrize("task", ["fold", "spread"])
+def test_the_cpu_sized_tasks_start_at_their_grasp_and_one_drag_solves_them(task):
+    """The SAC task set-ups: the gripper starts at the vertex the task moves, and dragging it home succeeds."""
+    env = task_env(task)
+    inner = env.unwrapped
+    n = inner.n
+    try:
+        starts, wins = set(), 0
+        for seed in range(4):
+            obs, info = env.reset(seed=seed)
+            assert not info["is_success"]
+            k = inner.start_vertex()
+            starts.add(k)
+            assert np.linalg.norm(inner.gripper_pos[:2] - inner.cloth_positions[k, :2]) <= inner.start_offset * 1.5 + 1e-4
+            if task == "fold":
+                assert k == n - 1  # the corner the diagonal fold carries
+                target = lambda e: e.cloth_positions[(n - 1) * n]  # noqa: E731
+            else:
+                assert k in (n - 1, (n - 1) * n)  # one of the two folded corners
+                flat = inner.reset_positions[k].copy()
+                assert np.linalg.norm(inner.cloth_positions[k, :2] - flat[:2]) > 0.2  # folded far off its place
+                target = lambda e, flat=flat: flat  # noqa: E731
+            drag(inner, target, 1)
+            assert inner._grasped == k  # the start vertex itself, not a vertex of the layer beneath
+            info = drag(inner, target, 24)
+            wins += info["is_success"]
+        assert wins == 4
+        if task == "spread":
+            assert starts == {n - 1, (n - 1) * n}  # both corners occur in 4 seeds
+    finally:
+        env.close()
+

@@ -28,6 +28,8 @@ from gymnasium.wrappers import TimeLimit
 from vlmrl.envs.tabletop import TabletopEnv, _check_positive, load_template
 
 FOLDS = ("diagonal", "edge")
+STARTS = ("random", "vertex")
+INITIAL_FOLDS = ("line", "corner")
 
 
 def fold_pairs(n: int, fold: str = "diagonal") -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +116,10 @@ class ClothEnv(TabletopEnv):
         self_collision: let the cloth collide with itself (about half the speed; folds render as layers).
         init_shift: largest random shift (metres) of the cloth centre at reset.
         init_yaw: largest random rotation (radians) of the cloth at reset.
+        start: where the gripper starts: ``"random"`` (anywhere over the table centre, 10 cm up) or
+            ``"vertex"`` (within ``start_offset`` of the vertex the task moves first, at its height: the
+            corner a fold carries, the most displaced edge vertex of a spread), so exploration begins at a grasp.
+        start_offset: largest random xy offset (metres) from that vertex when ``start="vertex"``.
         **kwargs: :class:`TabletopEnv` arguments (``width``, ``height``, ``camera`` ...); cloth defaults
             are ``timestep=0.005``, ``frame_skip=10``.
     """
@@ -129,6 +135,8 @@ class ClothEnv(TabletopEnv):
         self_collision: bool = False,
         init_shift: float = 0.03,
         init_yaw: float = 0.2,
+        start: str = "random",
+        start_offset: float = 0.02,
         **kwargs: Any,
     ):
         if not isinstance(n, int) or n < 3:
@@ -138,6 +146,11 @@ class ClothEnv(TabletopEnv):
             raise ValueError(f"size must be <= 0.6 m to fit the workspace, got {size}")
         if init_shift < 0 or init_yaw < 0:
             raise ValueError(f"init_shift and init_yaw must be >= 0, got {init_shift}, {init_yaw}")
+        if start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+        if not np.isfinite(start_offset) or start_offset < 0:
+            raise ValueError(f"start_offset must be >= 0, got {start_offset!r}")
+        self.start, self.start_offset = start, float(start_offset)
         self.n, self.size, self.mass = n, float(size), float(mass)
         self.spacing = self.size / (n - 1)
         self.self_collision = bool(self_collision)
@@ -223,11 +236,20 @@ class ClothEnv(TabletopEnv):
     def _reset_task(self, rng: np.random.Generator) -> None:
         self.reset_positions = self._random_flat_pose(rng)
         self.set_cloth_positions(self._initial_cloth(self.reset_positions, rng))
-        self._place_gripper(np.array([*rng.uniform(-0.15, 0.15, size=2), 0.1]))
         for _ in range(self._settle_steps):
             mujoco.mj_step(self.model, self.data)
+        if self.start == "vertex":
+            vertex = self.cloth_positions[self.start_vertex()]
+            offset = rng.uniform(-self.start_offset, self.start_offset, size=2)
+            self._place_gripper(np.array([vertex[0] + offset[0], vertex[1] + offset[1], vertex[2]]))
+        else:
+            self._place_gripper(np.array([*rng.uniform(-0.15, 0.15, size=2), 0.1]))
 
     _settle_steps = 0
+
+    def start_vertex(self) -> int:
+        """The vertex the task moves first (where ``start="vertex"`` puts the gripper)."""
+        raise NotImplementedError(f"{type(self).__name__} names no start vertex")
 
     def _initial_cloth(self, flat: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The cloth configuration at the start of an episode (flat by default)."""
@@ -254,6 +276,10 @@ class ClothFoldEnv(ClothEnv):
         super().__init__(**kwargs)
         self.pairs = fold_pairs(self.n, fold)
 
+    def start_vertex(self) -> int:
+        """The first corner the fold carries (the scripted expert's first pick)."""
+        return self.n - 1 if self.fold == "diagonal" else 0
+
     def gt_metric(self) -> float:
         """Mean distance between matched vertex pairs (metres)."""
         return fold_distance(self.data.xpos[self._vertex_bodies], self.pairs)
@@ -277,6 +303,9 @@ class ClothSpreadEnv(ClothEnv):
         success_threshold: covered fraction counted as spread.
         coverage_resolution: lattice spacing (metres) of the coverage count.
         max_folds: at most this many random folds at reset (at least one).
+        initial_fold: ``"line"`` (the part beyond a random line, 25-45% of the vertices, per fold) or
+            ``"corner"`` (the triangle at corner (0, n-1) or (n-1, 0), 20-35% of the vertices, folded across a
+            line normal to its diagonal: one pick-and-place of that corner spreads it).
         **kwargs: :class:`ClothEnv` arguments.
     """
 
@@ -287,6 +316,7 @@ class ClothSpreadEnv(ClothEnv):
         success_threshold: float = 0.9,
         coverage_resolution: float = 0.01,
         max_folds: int = 1,
+        initial_fold: str = "line",
         **kwargs: Any,
     ):
         if not 0 < success_threshold <= 1:
@@ -298,21 +328,40 @@ class ClothSpreadEnv(ClothEnv):
             float(success_threshold),
             float(coverage_resolution),
         )
-        self.max_folds = max_folds
+        if initial_fold not in INITIAL_FOLDS:
+            raise ValueError(f"initial_fold must be one of {INITIAL_FOLDS}, got {initial_fold!r}")
+        self.max_folds, self.initial_fold = max_folds, initial_fold
         super().__init__(**kwargs)
+        i, j = np.meshgrid(np.arange(self.n), np.arange(self.n), indexing="ij")
+        edge = (i == 0) | (j == 0) | (i == self.n - 1) | (j == self.n - 1)
+        self.boundary_indices = np.flatnonzero(edge.ravel())
 
     def _initial_cloth(self, flat: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Reflect a random part of the flat cloth across 1..max_folds random lines, stacking it on top."""
+        """Reflect a part of the flat cloth across 1..max_folds lines, stacking it on top."""
         pos = flat.copy()
         for layer in range(int(rng.integers(1, self.max_folds + 1))):
-            angle = rng.uniform(0, 2 * np.pi)
-            normal = np.array([np.cos(angle), np.sin(angle)])
+            if self.initial_fold == "corner":
+                # corners (0, n-1) and (n-1, 0) only: their fold lines run along the triangles' diagonals; a fold
+                # of the other two bends triangles across, and the shell curls up off the table as it settles
+                corner = flat[self.corner_indices[1 + int(rng.integers(2))], :2] - flat[:, :2].mean(0)
+                normal = corner / np.linalg.norm(corner)
+                quantile = rng.uniform(0.65, 0.8)  # fold over the 20-35% of the vertices nearest that corner
+            else:
+                angle = rng.uniform(0, 2 * np.pi)
+                normal = np.array([np.cos(angle), np.sin(angle)])
+                quantile = rng.uniform(0.55, 0.75)  # fold over 25-45% of the vertices
             proj = pos[:, :2] @ normal
-            offset = np.quantile(proj, rng.uniform(0.55, 0.75))  # fold over 25-45% of the vertices
+            offset = np.quantile(proj, quantile)
             side = proj > offset
             pos[side, :2] -= 2 * (proj[side] - offset)[:, None] * normal
             pos[side, 2] += 2 * self.radius * (layer + 1)
         return pos
+
+    def start_vertex(self) -> int:
+        """The edge vertex farthest (in the table plane) from where it lies in the flat pose."""
+        pos = self.cloth_positions[self.boundary_indices, :2]
+        error = np.linalg.norm(pos - self.reset_positions[self.boundary_indices, :2], axis=1)
+        return int(self.boundary_indices[int(np.argmax(error))])
 
     def gt_metric(self) -> float:
         """Covered area as a fraction of the flat cloth's area."""

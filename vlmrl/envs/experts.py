@@ -262,9 +262,6 @@ class ScriptedSpreadPolicy(_PickPlacePolicy):
         super().__init__(env, noise, rng)
         if not isinstance(self.env, ClothSpreadEnv):
             raise TypeError(f"ScriptedSpreadPolicy needs a ClothSpreadEnv, got {type(self.env).__name__}")
-        n = self.env.n
-        i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-        self._boundary = np.flatnonzero(((i == 0) | (j == 0) | (i == n - 1) | (j == n - 1)).ravel())
         self.max_moves = max_moves
         self.reset()
 
@@ -278,8 +275,6 @@ class ScriptedSpreadPolicy(_PickPlacePolicy):
         coverage = env.gt_metric()
         if self._moves >= self.max_moves or coverage >= env.success_threshold + self.margin:
             return None
-        targets = env.reset_positions
-        error = np.linalg.norm(env.cloth_positions[self._boundary, :2] - targets[self._boundary, :2], axis=1)
-        k = self._boundary[int(np.argmax(error))]
+        k = env.start_vertex()  # the edge vertex farthest from its flat pose
         self._moves += 1
-        return int(k), targets[k]
+        return k, env.reset_positions[k]
