@@ -7,7 +7,8 @@ first task, so the learner's choice is measured too. Every trained policy is eva
 same reset seeds on the env's ground truth (``info["is_success"]``, ``info["gt_metric"]`` at the last step).
 ``--labels 250,500,1000`` adds perfect-teacher runs at those label budgets (success against label budget).
 
-    python benchmarks/learned_vs_true.py [--tasks push] [--seeds 3] [--jobs 2] [--ppo] [--labels 250,500,1000]
+    python benchmarks/learned_vs_true.py [--tasks push,cloth_fold,cloth_spread] [--seeds 3] [--jobs 2] [--ppo]
+        [--labels 250,500,1000]
 
 Prints one table (mean and standard error over seeds), then key=value lines ending in
 ``ratio=<success of (b) / success of (a)>`` pooled over tasks.
@@ -127,7 +128,11 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", default="push", help="comma-separated tasks with <task>_{true,teacher}_sac experiments")
+    ap.add_argument(
+        "--tasks",
+        default="push,cloth_fold,cloth_spread",
+        help="comma-separated tasks with <task>_{true,teacher}_sac experiments",
+    )
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2, help="training runs at once (each uses one core)")
     ap.add_argument("--episodes", type=int, default=20, help="evaluation episodes per policy")
@@ -173,18 +178,21 @@ def main() -> None:
             print(f"  {task} {v.name} seed {seed}: {summary}, {out['wall']:.0f}s", flush=True)
 
     print(f"\n{args.seeds} seeds, {args.episodes} evaluation episodes each; runs in {root}")
-    print(f"{'task':<8}{'variant':<16}{'success':>16}{'final gt metric':>22}{'labels':>9}{'train s':>9}")
+    print(f"{'task':<14}{'variant':<16}{'success':>16}{'final gt metric':>22}{'labels':>9}{'train s':>9}")
     lines = {}
     for (task, name), rows in results.items():
         s, s_se = mean_se([r["success_rate"] for r in rows])
         g, g_se = mean_se([r["gt_metric_mean"] for r in rows])
         labels, wall = np.mean([r["labels"] for r in rows]), np.mean([r["wall"] for r in rows])
-        print(f"{task:<8}{name:<16}{s:>9.2f} ± {s_se:<4.2f}{g:>14.4f} ± {g_se:<6.4f}{labels:>9.0f}{wall:>9.0f}")
+        print(f"{task:<14}{name:<16}{s:>9.2f} ± {s_se:<4.2f}{g:>14.4f} ± {g_se:<6.4f}{labels:>9.0f}{wall:>9.0f}")
         lines[f"{task}_{name}_success"] = s
         lines[f"{task}_{name}_gt_metric"] = g
     print(f"\ntotal_seconds={time.perf_counter() - t0:.0f}")
     for k, v in lines.items():
         print(f"{k}={v:.4f}")
+    for t in tasks:  # the bar holds per task: learned (perfect teacher) / true success
+        t_true, t_teacher = lines.get(f"{t}_true_success", np.nan), lines.get(f"{t}_teacher_success", np.nan)
+        print(f"{t}_ratio={t_teacher / t_true if t_true > 0 else float('nan'):.3f}")
     true = np.mean([lines.get(f"{t}_true_success", np.nan) for t in tasks])
     teacher = np.mean([lines.get(f"{t}_teacher_success", np.nan) for t in tasks])
     print(f"ratio={teacher / true if true > 0 else float('nan'):.3f}")

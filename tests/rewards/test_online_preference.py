@@ -87,6 +87,27 @@ def test_budget_caps_queries_and_state_round_trips(tmp_path):
     assert len(restored.trainer) == len(reward.trainer)
 
 
+def test_normalize_standardises_the_reward_over_the_labelled_frames_and_survives_a_resume(tmp_path):
+    reward = small_reward(SimulatedTeacher(beta="inf"), tmp_path, output="linear", normalize=True)
+    rng = np.random.default_rng(3)
+    for k in range(3):
+        frames, rewards, dones = toy_rollout(rng)
+        reward.observe_rollout(frames, rewards, dones, (k + 1) * 96)
+    labelled = np.concatenate([reward.trainer.first, reward.trainer.second])[:, 0]
+    scored = reward.predict(labelled)
+    assert abs(scored.mean()) < 1e-3 and scored.std() == pytest.approx(1.0, abs=1e-3)
+    raw = reward.model.predict(labelled)
+    assert raw.std() != pytest.approx(1.0, abs=0.05)  # the net's own scale is something else
+    assert spearmanr(scored, raw).statistic == pytest.approx(1.0)  # the ranking is the net's
+    reward.save_state(tmp_path / "ckpt")
+    restored = small_reward(SimulatedTeacher(beta="inf"), tmp_path / "other", output="linear", normalize=True)
+    restored.load_state(tmp_path / "ckpt")
+    assert np.allclose(restored.predict(labelled), scored, atol=1e-5)
+    plain = small_reward(SimulatedTeacher(beta="inf"), tmp_path / "plain", output="linear")
+    plain.model.load_state(tmp_path / "ckpt")
+    assert np.allclose(plain.predict(labelled), raw)  # normalize off (the default): the raw ensemble mean
+
+
 def test_noisy_teacher_accuracy_is_logged(tmp_path):
     reward = small_reward(
         SimulatedTeacher(eps=0.3, rng=np.random.default_rng(0)),

@@ -74,6 +74,10 @@ class OnlinePreferenceReward(RewardModel):
             :class:`~vlmrl.rewards.preference.KeypointRewardNet`).
         output: the net's last activation, ``tanh`` (PEBBLE) or ``linear``
             (:data:`~vlmrl.rewards.preference.REWARD_OUTPUTS`).
+        normalize: after every retrain, standardise the reward to mean 0 and standard deviation 1 over the
+            labelled frames. The Bradley-Terry loss fixes neither offset nor scale; a linear output drifts to
+            hundreds, and SAC's entropy bonus is set against the reward's scale. PEBBLE does not (its tanh bounds
+            it); off by default.
     """
 
     input_key = "frame"
@@ -105,6 +109,7 @@ class OnlinePreferenceReward(RewardModel):
         seed: int = 0,
         net: str = "cnn",
         output: str = "tanh",
+        normalize: bool = False,
         **_: Any,
     ):
         if sampling not in QUERY_SELECTIONS:
@@ -146,14 +151,25 @@ class OnlinePreferenceReward(RewardModel):
             self.run.labels.mkdir(parents=True, exist_ok=True)
         self.next_update = 0
         self.updates = 0
+        self.normalize = bool(normalize)
+        self.reward_offset, self.reward_scale = 0.0, 1.0  # predict() = (ensemble mean - offset) / scale
         self.last_train: dict[str, float] = {}
         self.last_spearman = float("nan")
         self.history: list[dict[str, Any]] = []
 
     # ---- RewardModel ---------------------------------------------------------------------------------------
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Ensemble-mean reward of ``uint8 (N, H, W, 3)`` frames, ``float32 (N,)``."""
-        return self.model.predict(batch)
+        """Ensemble-mean reward of ``uint8 (N, H, W, 3)`` frames, ``float32 (N,)`` (standardised if ``normalize``)."""
+        raw = self.model.predict(batch)
+        if self.reward_offset == 0.0 and self.reward_scale == 1.0:
+            return raw
+        return ((raw - self.reward_offset) / self.reward_scale).astype(np.float32)
+
+    def _fit_normalization(self) -> None:
+        """Offset and scale that standardise the reward over the labelled frames (after a retrain)."""
+        frames = np.concatenate([self.trainer.first, self.trainer.second]).reshape(-1, *self.trainer.first.shape[2:])
+        raw = self.model.predict(frames).astype(np.float64)
+        self.reward_offset, self.reward_scale = float(raw.mean()), float(max(raw.std(), 1e-6))
 
     # ---- online loop ---------------------------------------------------------------------------------------
     @property
@@ -214,6 +230,8 @@ class OnlinePreferenceReward(RewardModel):
         t0 = time.perf_counter()
         if len(self.trainer):
             self.last_train = self.trainer.train(self.rng)
+            if self.normalize:
+                self._fit_normalization()
         train_s = time.perf_counter() - t0
         entry = {
             "step": int(num_timesteps),
@@ -295,6 +313,8 @@ class OnlinePreferenceReward(RewardModel):
                 "next_update": self.next_update,
                 "last_train": self.last_train,
                 "history": self.history,
+                "reward_offset": self.reward_offset,
+                "reward_scale": self.reward_scale,
             },
             indent=None,
         )
@@ -319,6 +339,8 @@ class OnlinePreferenceReward(RewardModel):
             )
         self.updates, self.next_update = int(state["updates"]), int(state["next_update"])
         self.last_train, self.history = state["last_train"], state["history"]
+        self.reward_offset = float(state.get("reward_offset", 0.0))  # absent: written before normalisation
+        self.reward_scale = float(state.get("reward_scale", 1.0))
 
     def close(self) -> None:
         """Write the final stats (if anything was labeled) and release the labeler (threads, cache)."""
