@@ -212,6 +212,7 @@ def test_yaml_configs_build_time_limited_envs():
         ({"workspace": ((0, 0, 0), (0, 1, 1))}, "workspace must be"),
         ({"start": "corner"}, "start must be one of"),
         ({"start_offset": -0.01}, "start_offset must be >= 0"),
+        ({"start_grasped": True}, "start_grasped needs start='vertex'"),
     ],
 )
 def test_bad_fold_arguments_name_the_fix(kwargs, message):
@@ -291,6 +292,7 @@ def test_the_cpu_sized_tasks_start_at_their_grasp_and_one_drag_solves_them(task)
                 target = lambda e: e.cloth_positions[(n - 1) * n]  # noqa: E731
             else:
                 assert k == n - 1  # the folded corner
+                assert inner.start_grasped and inner._grasped == k  # held from the start
                 flat = inner.reset_positions[k].copy()
                 assert np.linalg.norm(inner.cloth_positions[k, :2] - flat[:2]) > 0.2  # folded far off its place
                 target = lambda e, flat=flat: flat  # noqa: E731

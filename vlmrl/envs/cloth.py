@@ -120,6 +120,8 @@ class ClothEnv(TabletopEnv):
             ``"vertex"`` (within ``start_offset`` of the vertex the task moves first, at its height: the
             corner a fold carries, the most displaced edge vertex of a spread), so exploration begins at a grasp.
         start_offset: largest random xy offset (metres) from that vertex when ``start="vertex"``.
+        start_grasped: with ``start="vertex"``, the episode starts with the gripper closed on the nearest vertex
+            within ``grasp_radius`` (an action with ``a[3] <= 0`` lets go, as at any step).
         **kwargs: :class:`TabletopEnv` arguments (``width``, ``height``, ``camera`` ...); cloth defaults
             are ``timestep=0.005``, ``frame_skip=10``.
     """
@@ -137,6 +139,7 @@ class ClothEnv(TabletopEnv):
         init_yaw: float = 0.2,
         start: str = "random",
         start_offset: float = 0.02,
+        start_grasped: bool = False,
         **kwargs: Any,
     ):
         if not isinstance(n, int) or n < 3:
@@ -150,7 +153,9 @@ class ClothEnv(TabletopEnv):
             raise ValueError(f"start must be one of {STARTS}, got {start!r}")
         if not np.isfinite(start_offset) or start_offset < 0:
             raise ValueError(f"start_offset must be >= 0, got {start_offset!r}")
-        self.start, self.start_offset = start, float(start_offset)
+        if start_grasped and start != "vertex":
+            raise ValueError("start_grasped needs start='vertex'")
+        self.start, self.start_offset, self.start_grasped = start, float(start_offset), bool(start_grasped)
         self.n, self.size, self.mass = n, float(size), float(mass)
         self.spacing = self.size / (n - 1)
         self.self_collision = bool(self_collision)
@@ -242,6 +247,8 @@ class ClothEnv(TabletopEnv):
             vertex = self.cloth_positions[self.start_vertex()]
             offset = rng.uniform(-self.start_offset, self.start_offset, size=2)
             self._place_gripper(np.array([vertex[0] + offset[0], vertex[1] + offset[1], vertex[2]]))
+            if self.start_grasped:
+                self._set_grasp(True)
         else:
             self._place_gripper(np.array([*rng.uniform(-0.15, 0.15, size=2), 0.1]))
 
