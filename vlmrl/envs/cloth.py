@@ -356,8 +356,7 @@ class ClothSpreadEnv(ClothEnv):
         for layer in range(int(rng.integers(1, self.max_folds + 1))):
             if self.initial_fold == "corner":
                 # corner (0, n-1): its fold line runs along the triangles' diagonals (a fold of corner (0, 0) or
-                # (n-1, n-1) bends triangles across, and the shell curls up off the table as it settles). With both
-                # (0, n-1) and (n-1, 0) SAC on the true reward had 0% success at 28k steps
+                # (n-1, n-1) bends triangles across, and the shell curls up off the table as it settles)
                 corner = flat[self.corner_indices[1], :2] - flat[:, :2].mean(0)
                 normal = corner / np.linalg.norm(corner)
                 quantile = rng.uniform(0.65, 0.8)  # fold over the 20-35% of the vertices nearest that corner
