@@ -161,7 +161,7 @@ class OnlinePreferenceReward(RewardModel):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Ensemble-mean reward of ``uint8 (N, H, W, 3)`` frames, ``float32 (N,)`` (standardised if ``normalize``)."""
         raw = self.model.predict(batch)
-        if self.reward_offset == 0.0 and self.reward_scale == 1.0:
+        if not self.normalize:
             return raw
         return ((raw - self.reward_offset) / self.reward_scale).astype(np.float32)
 
