@@ -213,6 +213,7 @@ def test_yaml_configs_build_time_limited_envs():
         ({"start": "corner"}, "start must be one of"),
         ({"start_offset": -0.01}, "start_offset must be >= 0"),
         ({"start_grasped": True}, "start_grasped needs start='vertex'"),
+        ({"start": "vertex", "hold": True}, "hold needs start_grasped=true"),
     ],
 )
 def test_bad_fold_arguments_name_the_fix(kwargs, message):
@@ -324,3 +325,22 @@ def test_spread_distance_weight_rewards_the_first_steps_of_an_unfold_where_cover
         env.close()
     with pytest.raises(ValueError, match="distance_weight must be >= 0"):
         ClothSpreadEnv(distance_weight=-1.0)
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_hold_keeps_the_start_grasp_whatever_a3_says(hold):
+    """With ``hold`` an open command (a[3] <= 0) leaves the flap held and a drag with it still spreads."""
+    env = task_env("spread")
+    inner = env.unwrapped
+    inner.hold = hold
+    try:
+        env.reset(seed=1)
+        k = inner.start_vertex()
+        flat = inner.reset_positions[k].copy()
+        for _ in range(24):
+            delta = (flat - inner.gripper_pos)[:2] / inner.max_displacement
+            _, _, _, _, info = env.step(np.array([*np.clip(delta, -1, 1), 0.0, -1.0], dtype=np.float32))
+        assert info["grasping"] is hold
+        assert info["is_success"] is hold  # let go at the first step, the gripper drags nothing
+    finally:
+        env.close()

@@ -122,6 +122,9 @@ class ClothEnv(TabletopEnv):
         start_offset: largest random xy offset (metres) from that vertex when ``start="vertex"``.
         start_grasped: with ``start="vertex"``, the episode starts with the gripper closed on the nearest vertex
             within ``grasp_radius`` (an action with ``a[3] <= 0`` lets go, as at any step).
+        hold: with ``start_grasped``, the grasp is kept for the whole episode and ``a[3]`` is ignored. On the
+            spread, random moves of the held flap lower the reward and letting go avoids them, so SAC learned to
+            let go before it found the drag that spreads; holding removes that escape.
         **kwargs: :class:`TabletopEnv` arguments (``width``, ``height``, ``camera`` ...); cloth defaults
             are ``timestep=0.005``, ``frame_skip=10``.
     """
@@ -140,6 +143,7 @@ class ClothEnv(TabletopEnv):
         start: str = "random",
         start_offset: float = 0.02,
         start_grasped: bool = False,
+        hold: bool = False,
         **kwargs: Any,
     ):
         if not isinstance(n, int) or n < 3:
@@ -155,6 +159,9 @@ class ClothEnv(TabletopEnv):
             raise ValueError(f"start_offset must be >= 0, got {start_offset!r}")
         if start_grasped and start != "vertex":
             raise ValueError("start_grasped needs start='vertex'")
+        if hold and not start_grasped:
+            raise ValueError("hold needs start_grasped=true: nothing is held at the start otherwise")
+        self.hold = bool(hold)
         self.start, self.start_offset, self.start_grasped = start, float(start_offset), bool(start_grasped)
         self.n, self.size, self.mass = n, float(size), float(mass)
         self.spacing = self.size / (n - 1)
@@ -225,6 +232,11 @@ class ClothEnv(TabletopEnv):
 
     def _grasp_candidates(self) -> tuple[np.ndarray, np.ndarray]:
         return self._vertex_bodies, self.data.xpos[self._vertex_bodies]
+
+    def _set_grasp(self, close: bool) -> None:
+        if self.hold and self.grasping and not close:  # reset clears the grasp before it calls this
+            return
+        super()._set_grasp(close)
 
     def _task_obs(self) -> np.ndarray:
         pos = self.data.xpos[self._vertex_bodies]
