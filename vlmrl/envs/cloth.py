@@ -121,7 +121,7 @@ class ClothEnv(TabletopEnv):
             corner a fold carries, the most displaced edge vertex of a spread), so exploration begins at a grasp.
         start_offset: largest random xy offset (metres) from that vertex when ``start="vertex"``.
         start_grasped: with ``start="vertex"``, the episode starts with the gripper closed on the nearest vertex
-            within ``grasp_radius`` (an action with ``a[3] <= 0`` lets go, as at any step).
+            within ``grasp_radius`` (an action with ``a[3] <= 0`` lets go, as at any step, unless ``hold``).
         hold: with ``start_grasped``, the grasp is kept for the whole episode and ``a[3]`` is ignored. On the
             spread, random moves of the held flap lower the reward and letting go avoids them, so SAC learned to
             let go before it found the drag that spreads; holding removes that escape.
