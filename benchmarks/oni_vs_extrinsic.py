@@ -4,7 +4,8 @@ Trains ``nethack_oni_default`` (ONI: LLM-judged messages plus ``c_ext`` times th
 the env reward only (``labelers=none agents.model_reward_coef=0 agents.env_reward_coef=1``) for each seed, each
 run in its own folder with its own label store (as a first ``make run`` pays for its labels). Each final
 checkpoint then plays the same ``--episodes`` seeded games with sampled actions; their final in-game score,
-dungeon depth and gold are averaged per run, and runs are summarised as mean ± standard error over seeds.
+dungeon depth and gold are averaged per run, and runs are summarised as mean ± standard error over seeds; a
+uniformly random policy plays the same games in the same env as the floor.
 ``return_first``/``return_last`` are the training curve's first and last 20-episode mean env return (for ONI
 the in-game score too: the step penalty is off).
 
@@ -45,8 +46,9 @@ def train(variant: str, seed: int, root: Path, overrides: list[str], timeout: fl
     return run_dir / "run"
 
 
-def evaluate(run_dir: Path, episodes: int, seed: int, deterministic: bool = False) -> dict[str, float]:
-    """Final ``score``, ``depth`` and ``gold`` of the run's last checkpoint, averaged over ``episodes``."""
+def evaluate(run_dir: Path, episodes: int, seed: int, random_policy: bool = False) -> dict[str, float]:
+    """Final ``score``, ``depth`` and ``gold`` of the run's last checkpoint (sampled actions, as trained), or
+    of uniformly random actions in the run's env with ``random_policy``, averaged over ``episodes``."""
     from hydra.utils import instantiate
     from stable_baselines3 import PPO
 
@@ -54,11 +56,16 @@ def evaluate(run_dir: Path, episodes: int, seed: int, deterministic: bool = Fals
     from vlmrl.runs import RunFolder
 
     run = RunFolder.open(run_dir)
-    model = PPO.load(run.latest_checkpoint((".zip",)), device="cpu")
     env = instantiate(run.load_config().envs)
+    if random_policy:
+        env.action_space.seed(seed)
+        policy = lambda obs, info: env.action_space.sample()  # noqa: E731
+    else:
+        model = PPO.load(run.latest_checkpoint((".zip",)), device="cpu")
+        policy = lambda obs, info: model.predict(obs, deterministic=False)[0]  # noqa: E731
     finals = []
     for ep in range(episodes):
-        episode = play_episode(env, lambda obs, info: model.predict(obs, deterministic=deterministic)[0], seed + ep)
+        episode = play_episode(env, policy, seed + ep)
         finals.append([episode.final_info[k] for k in FINAL])
     env.close()
     return dict(zip(FINAL, np.mean(finals, axis=0).tolist(), strict=True))
@@ -105,6 +112,9 @@ def main() -> None:
             row.update(evaluate(run_dir, args.episodes, seed=10_000))  # the same games for every run
             per_run[variant].append(row)
             print(f"# {variant} seed={seed}: " + " ".join(f"{k}={v:.4g}" for k, v in row.items()), flush=True)
+    first = root / f"{args.variants[0]}_seed{args.seeds[0]}" / "run"
+    random_row = evaluate(first, args.episodes, seed=10_000, random_policy=True)  # the same games, no learning
+    print("# random: " + " ".join(f"{k}={v:.4g}" for k, v in random_row.items()), flush=True)
     keys = ["score", "depth", "gold", "return_first", "return_last", "model_reward_mean", "labels", "steps",
             "train_s", "wall_s"]  # fmt: skip
     print(f"\n{EXPERIMENT}, seeds {args.seeds}, {args.episodes} sampled episodes per final checkpoint (mean ± se)")
@@ -112,7 +122,10 @@ def main() -> None:
     stats = {v: {k: mean_se([r[k] for r in rows]) for k in keys} for v, rows in per_run.items()}
     for v, s in stats.items():
         print(f"{v:<11}" + "".join(f"{f'{m:.3g} ± {e:.2g}':>20}" for m, e in s.values()))
+    print(f"{'random':<11}" + "".join(f"{random_row[k]:>20.3g}" if k in random_row else f"{'-':>20}" for k in keys))
     print()
+    for k, v in random_row.items():
+        print(f"random_{k}={v:.4g}")
     for v, s in stats.items():
         for k, (m, e) in s.items():
             print(f"{v}_{k}={m:.4g}\n{v}_{k}_se={e:.4g}")

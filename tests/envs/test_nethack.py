@@ -123,6 +123,33 @@ def test_observation_is_one_hot_map_cells_stats_and_what_the_bottom_line_says():
         make_nethack("score", actions="everything")
 
 
+def test_travel_actions_walk_to_the_stairs_and_down_and_to_unexplored_spots():
+    import gymnasium as gym
+
+    from vlmrl.envs.nethack import OBSERVATION_KEYS, NetHackText, action_set
+
+    env = make_nethack("score", max_episode_steps=400, actions="travel", penalty_step=0.0)
+    assert env.action_space.n == 19  # explore's 18, '>' now travelling first, and explore
+    obs, info = env.reset(seed=0)
+    rng, jumps = np.random.default_rng(0), 0
+    for _ in range(150):
+        a = 17 if obs[-3] > 0 and rng.random() < 0.5 else int(rng.integers(17)) if rng.random() < 0.5 else 18
+        before, depth = env._last["blstats"][:2].astype(int), info["depth"]
+        obs, reward, terminated, truncated, info = env.step(a)
+        moved = int(np.abs(env._last["blstats"][:2].astype(int) - before).max())
+        jumps += a == 18 and moved > 1  # one explore step travels several cells
+        if info["depth"] == 2:
+            break
+    assert jumps >= 1
+    assert a == 17 and depth == 1 and info["depth"] == 2 and reward == 50.0  # walked to '>' and went down at once
+    assert obs[-3] == 0.0  # the new level's staircase is not known yet
+    env.reset(seed=1)  # explore stops at a closed door west of the first room, then opens it
+    assert "The door opens." in [env.step(18)[4]["message"] for _ in range(4)]
+    plain = gym.make("NetHackScore-v0", observation_keys=OBSERVATION_KEYS, actions=action_set("explore"))
+    with pytest.raises(ValueError, match="actions='travel'"):
+        NetHackText(plain, travel=True)
+
+
 def test_reset_seed_fixes_the_game():
     a, b = make_nethack("score"), make_nethack("score")
     obs_a, _ = a.reset(seed=3)

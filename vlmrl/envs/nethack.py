@@ -10,6 +10,8 @@ in-game ``score`` (``gt_metric``), the dungeon ``depth`` and the ``gold`` carrie
 from __future__ import annotations
 
 import sys
+from collections import deque
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -40,6 +42,11 @@ TTY_PALETTE = np.array(
 
 CELL_H, CELL_W = 12, 6  # pixels per terminal character: a 24x80 tty becomes a 288x480 frame
 OBSERVATION_KEYS = ("glyphs", "blstats", "message", "tty_chars", "tty_colors")
+KICK = 4  # ^D
+_WALKABLE = ("doorway", "closed door", "floor", "corridor", "stairs up", "stairs down", "feature", "monster", "pet",
+             "object", "gold")  # fmt: skip
+_ORTHOGONAL = ((ord("k"), 0, -1), (ord("j"), 0, 1), (ord("h"), -1, 0), (ord("l"), 1, 0))  # no diagonal doorways
+TRAVEL_KEYS = (ord("_"), ord("."), KICK)  # travel, confirm the spot (getpos), kick
 NLE_BL_SCORE, NLE_BL_DEPTH, NLE_BL_GOLD, NLE_BL_TIME = 9, 12, 13, 20  # blstats indices (nle.nethack.NLE_BL_*)
 BLSTATS_SCALE = np.array(
     [79, 21, 25, 25, 25, 25, 25, 25, 1e4, 30, 30, 1e3, 1e3, 30, 30, 50, 40, 1e5, 1e5, 5, 5, 5, 5, 1, 8, 1, 1],
@@ -222,16 +229,33 @@ class NetHackText(gym.Wrapper):
     while none has been seen: descending is what the score pays most for), then how many steps (up to 8, over 8)
     the game clock has stood still.
 
+    With ``travel`` (the ``"travel"`` action set, :func:`action_set`) two actions press several keys in one
+    step: ``>`` first walks to the staircase down last seen on this level (NetHack's travel command: ``_``,
+    ``>``, ``.``), and one more action, explore, walks up to ``explore_moves`` cells toward the nearest cell not
+    yet stood on that borders unexplored map, opening (kicking, if locked) a closed door on the way. Each key
+    is one NLE step (the episode's step limit counts keys); the step's reward is their sum, its message the
+    last key's.
+
     Args:
         env: an NLE env created with at least the keys in :data:`OBSERVATION_KEYS`.
         crop: side of the egocentric window of map cells around the hero (odd).
         frame_in_info: ``"lazy"`` (``info["frame"]`` drawn when first read; default), ``True`` (drawn at every
             step) or ``False`` (no frame in ``info``; ``render()`` still works).
+        travel: add the travel actions (the env's action set must end with :data:`TRAVEL_KEYS`, which the
+            policy then does not press directly).
+        explore_moves: most cells one explore step walks.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
 
-    def __init__(self, env: gym.Env, crop: int = 9, frame_in_info: bool | str = "lazy"):
+    def __init__(
+        self,
+        env: gym.Env,
+        crop: int = 9,
+        frame_in_info: bool | str = "lazy",
+        travel: bool = False,
+        explore_moves: int = 16,
+    ):
         super().__init__(env)
         missing = [k for k in OBSERVATION_KEYS if k not in env.observation_space.spaces]
         if missing:
@@ -255,6 +279,18 @@ class NetHackText(gym.Wrapper):
         self.observation_space = gym.spaces.Box(-1.0, 10.0, shape=(size,), dtype=np.float32)
         self._last: dict[str, np.ndarray] | None = None
         self._bottom_line = {"score": 0, "depth": 1, "gold": 0}
+        self._keys: dict[int, int] = {}  # NLE key -> index in the env's action set (travel only)
+        self.explore_moves = int(explore_moves)
+        self._walkable = [GLYPH_CLASSES.index(c) for c in _WALKABLE]
+        self._visited = np.zeros(env.observation_space["glyphs"].shape, dtype=bool)
+        self._visited_depth = 0
+        if travel:
+            keys = [int(a) for a in env.unwrapped.actions]
+            if keys[-len(TRAVEL_KEYS) :] != list(TRAVEL_KEYS) or ord(">") not in keys:
+                raise ValueError("travel needs the env's action set to hold '>' and end with '_', '.', ^D: "
+                                 "create it with make_nethack(actions='travel')")  # fmt: skip
+            self._keys = {k: i for i, k in enumerate(keys)}
+            self.action_space = gym.spaces.Discrete(len(keys) - len(TRAVEL_KEYS) + 1)
 
     @property
     def render_mode(self) -> str:
@@ -316,13 +352,100 @@ class NetHackText(gym.Wrapper):
             self.env.unwrapped.seed(core=int(seed), disp=int(seed), reseed=False)
         obs, info = self.env.reset(seed=seed, options=options)
         self._last, self._stairs, self._still, self._clock = obs, None, 0, -1
+        self._visited[:] = False
+        self._mark_visited()
         return self._vector(obs), self._info(obs, info, 0.0)
+
+    def _mark_visited(self) -> None:
+        """Remember where the hero stood on this level (explore walks toward cells not stood on)."""
+        stats = self._last["blstats"]
+        if int(stats[NLE_BL_DEPTH]) != self._visited_depth:
+            self._visited[:] = False
+            self._visited_depth = int(stats[NLE_BL_DEPTH])
+        x, y = int(stats[0]), int(stats[1])
+        if 0 <= y < self._visited.shape[0] and 0 <= x < self._visited.shape[1]:
+            self._visited[y, x] = True
 
     def step(self, action):
         """One game action; the reward is the task's own reward (also in ``info["env_reward"]``)."""
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self._last = obs
-        return self._vector(obs), reward, terminated, truncated, self._info(obs, info, reward)
+        total = 0.0
+        for key in self._typed(int(action)):  # a generator: it reads self._last, the latest key's screen
+            obs, reward, terminated, truncated, info = self.env.step(key)
+            self._last = obs
+            self._mark_visited()
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return self._vector(obs), total, terminated, truncated, self._info(obs, info, total)
+
+    def _typed(self, action: int) -> Iterator[int]:
+        """Indices into the env's action set that the policy's ``action`` types (one, unless travelling)."""
+        k = self._keys
+        if not k or not 0 <= action < self.action_space.n:
+            yield action
+            return
+        stats = self._last["blstats"] if self._last is not None else None
+        if action == self.action_space.n - 1:  # explore: walk toward the nearest unexplored part of the map
+            yield from self._explore(k)
+            return
+        if action == k[ord(">")] and stats is not None:
+            x, y, depth = int(stats[0]), int(stats[1]), int(stats[NLE_BL_DEPTH])
+            if self._stairs is not None and self._stairs[0] == depth and self._stairs[1:] != (x, y):
+                yield from (k[ord("_")], k[ord(">")], k[ord(".")])
+        yield action
+
+    def _explore(self, k: dict[int, int]) -> Iterator[int]:
+        """Moves along :meth:`_frontier_path`; stops when the game says something or the hero did not move.
+
+        A closed door on the way is walked into (NetHack's ``autoopen``) and kicked once if locked.
+        """
+        path = self._frontier_path()[: self.explore_moves]
+        if not path:  # nothing left to explore that can be reached: a no-op key (MORE) so the step still happens
+            yield k[ord("\r")]
+        for key, (dx, dy) in path:
+            x, y = (int(v) for v in self._last["blstats"][:2])
+            yield k[key]
+            message = decode_message(self._last["message"])
+            if message.startswith("This door is locked"):
+                yield from (k[KICK], k[key])
+                return
+            moved = tuple(int(v) for v in self._last["blstats"][:2]) == (x + dx, y + dy)
+            if message or not moved:
+                return
+
+    def _frontier_path(self) -> list[tuple[int, tuple[int, int]]]:
+        """``(key, (dx, dy))`` of each move on the shortest walk to the nearest cell worth exploring.
+
+        That is a walkable cell the hero has not stood on next to unexplored map, found by breadth-first search
+        over the known ground of this screen in orthogonal moves (no diagonal squeezing through doorways).
+        """
+        glyphs, stats = self._last["glyphs"], self._last["blstats"]
+        x0, y0 = int(stats[0]), int(stats[1])
+        cls = self._classes[glyphs]
+        walk = np.isin(cls, self._walkable)
+        pad = np.pad(cls == 0, 1)
+        border = np.zeros_like(walk)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                border |= pad[1 + dy : 1 + dy + cls.shape[0], 1 + dx : 1 + dx + cls.shape[1]]
+        goal = walk & border & ~self._visited
+        parent = {(x0, y0): None}
+        queue = deque([(x0, y0)])
+        while queue:
+            x, y = queue.popleft()
+            if goal[y, x]:
+                path = []
+                while parent[(x, y)] is not None:
+                    (px, py), move = parent[(x, y)]
+                    path.append(move)
+                    x, y = px, py
+                return path[::-1]
+            for key, dx, dy in _ORTHOGONAL:
+                nx, ny = x + dx, y + dy
+                if 0 <= ny < cls.shape[0] and 0 <= nx < cls.shape[1] and walk[ny, nx] and (nx, ny) not in parent:
+                    parent[(nx, ny)] = ((x, y), (key, (dx, dy)))
+                    queue.append((nx, ny))
+        return []
 
     def render(self) -> np.ndarray:
         """The current tty screen as ``uint8 (288, 480, 3)``."""
@@ -332,15 +455,22 @@ class NetHackText(gym.Wrapper):
 
 
 def action_set(name: str) -> tuple | None:
-    """NLE actions of a named set: ``"task"`` (None: the task's own) or ``"explore"`` (the 16 moves, ``>``, MORE)."""
+    """NLE actions of a named set: ``"task"`` (None: the task's own), ``"explore"`` or ``"travel"``.
+
+    ``explore``: the 16 moves, ``>`` and MORE; ``travel``: explore's, then the keys :class:`NetHackText` presses
+    for its travel actions (:data:`TRAVEL_KEYS`).
+    """
     if name == "task":
         return None
-    if name == "explore":  # no kick/eat prompts, no waiting, no '<' (on level 1 it leaves the dungeon)
+    if name in ("explore", "travel"):  # no kick/eat prompts, no waiting, no '<' (on level 1 it leaves the dungeon)
         from nle.nethack import actions
 
-        return (actions.MiscAction.MORE, *actions.CompassDirection, *actions.CompassDirectionLonger,
-                actions.MiscDirection.DOWN)  # fmt: skip
-    raise ValueError(f"unknown NetHack action set {name!r}: pass envs.actions=task or envs.actions=explore")
+        moves = (actions.MiscAction.MORE, *actions.CompassDirection, *actions.CompassDirectionLonger,
+                 actions.MiscDirection.DOWN)  # fmt: skip
+        if name == "explore":
+            return moves
+        return (*moves, actions.Command.TRAVEL, actions.MiscDirection.WAIT, actions.Command.KICK)  # TRAVEL_KEYS
+    raise ValueError(f"unknown NetHack action set {name!r}: pass envs.actions= task, explore or travel")
 
 
 def make_nethack(
@@ -358,8 +488,10 @@ def make_nethack(
         task: one of :data:`TASKS` (``score``, ``gold``, ``eat``, ``staircase``, ``oracle``...) or an NLE env id.
         max_episode_steps: NLE's own step limit (episodes end truncated).
         crop: egocentric window size of the policy observation.
-        actions: ``"task"`` (the task's own action set) or ``"explore"`` (:func:`action_set`: the 16 moves, going
-            down and dismissing ``--More--``; a random walk over it scores about twice as much on Score).
+        actions: ``"task"`` (the task's own action set), ``"explore"`` (:func:`action_set`: the 16 moves, going
+            down and dismissing ``--More--``; a random walk over it scores about twice as much on Score) or
+            ``"travel"`` (explore's, with ``>`` first walking to the staircase seen and one more action walking
+            toward unexplored map: :class:`NetHackText`).
         frame_in_info: ``"lazy"`` (drawn when read), ``True`` (every step) or ``False`` (only ``render()``).
         render_mode: only ``"rgb_array"`` (or ``None``) is supported; frames come from the tty.
         **nle_kwargs: passed to NLE (e.g. ``character="mon-hum-neu-mal"``).
@@ -377,4 +509,4 @@ def make_nethack(
     if chosen is not None:
         nle_kwargs["actions"] = chosen
     env = gym.make(env_id, observation_keys=OBSERVATION_KEYS, max_episode_steps=max_episode_steps, **nle_kwargs)
-    return NetHackText(env, crop=crop, frame_in_info=frame_in_info)
+    return NetHackText(env, crop=crop, frame_in_info=frame_in_info, travel=actions == "travel")
