@@ -27,6 +27,7 @@ def test_report_is_one_self_contained_page(run_dir):
     # The summary says what happened, with the numbers from metrics.jsonl (the cut last line is skipped).
     assert "Trained for 2,048 environment steps in 8 logged rollouts" in text
     assert "50 in the first rollout, 120 in the last" in text and "change +70" in text
+    assert "first and the last fifth of the rollouts it went from 55 to 115 (model 20.5 to 26.5)" in text
     assert "moved together" in text and "Spearman 1.00 over 8 rollouts)" in text
     assert "1 unreadable line(s)" in text
     assert "labelers.model" in text and "vlmrl-tiny" in text

@@ -141,6 +141,13 @@ def _summary(records: list[dict], result: dict | None, bad_lines: int, cfg: dict
             f"Ground-truth {what}: {gt[0]:.4g} in the first rollout, {gt[-1]:.4g} in the last "
             f"(best {max(gt):.4g}, change {gt[-1] - gt[0]:+.4g})."
         )
+    if len(gt) >= 5:  # one rollout's mean is noisy where returns vary a lot (NetHack): compare fifths too
+        k = max(1, round(len(gt) / 5))
+        sentences.append(
+            f"Averaged over the first and the last fifth of the rollouts it went from {np.mean(gt[:k]):.4g} "
+            f"to {np.mean(gt[-k:]):.4g}"
+            + (f" (model {np.mean(mo[:k]):.4g} to {np.mean(mo[-k:]):.4g})." if len(mo) == len(gt) else ".")
+        )
     if mo:
         change = mo[-1] - mo[0]
         flat = " -- it barely moved (under 1%)" if abs(change) < 0.01 * max(abs(mo[0]), 1e-12) else ""
