@@ -9,7 +9,7 @@ uniformly random policy plays the same games in the same env as the floor.
 ``return_first``/``return_last`` are the training curve's first and last 20-episode mean env return (for ONI
 the in-game score too: the step penalty is off).
 
-    python benchmarks/oni_vs_extrinsic.py [--seeds 0 1 2] [--episodes 10] [--set agents.total_timesteps=1e5]
+    python benchmarks/oni_vs_extrinsic.py [--seeds 0 1 2] [--episodes 20] [--jobs 2] [--set agents.total_timesteps=1e5]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -98,20 +99,26 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=20, help="evaluation episodes per final checkpoint")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], help="extra overrides for both variants")
-    ap.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per training run")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per training run")
+    ap.add_argument("--jobs", type=int, default=1, help="training runs at once (each takes about one core)")
     ap.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="oni_vs_extrinsic_"))
     root.mkdir(parents=True, exist_ok=True)
     per_run: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
-    for seed in args.seeds:
-        for variant in args.variants:  # interleaved: a noisy machine slows both alike
-            t0 = time.time()
-            run_dir = train(variant, seed, root, args.overrides, args.timeout)
-            row = {"wall_s": time.time() - t0, **summarise(run_dir)}
-            row.update(evaluate(run_dir, args.episodes, seed=10_000))  # the same games for every run
-            per_run[variant].append(row)
-            print(f"# {variant} seed={seed}: " + " ".join(f"{k}={v:.4g}" for k, v in row.items()), flush=True)
+
+    def one(variant: str, seed: int) -> None:
+        t0 = time.time()
+        run_dir = train(variant, seed, root, args.overrides, args.timeout)
+        row = {"wall_s": time.time() - t0, **summarise(run_dir)}
+        row.update(evaluate(run_dir, args.episodes, seed=10_000))  # the same games for every run
+        per_run[variant].append(row)
+        print(f"# {variant} seed={seed}: " + " ".join(f"{k}={v:.4g}" for k, v in row.items()), flush=True)
+
+    pairs = [(v, s) for s in args.seeds for v in args.variants]  # interleaved: a noisy machine slows all alike
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in [pool.submit(one, v, s) for v, s in pairs]:
+            future.result()
     first = root / f"{args.variants[0]}_seed{args.seeds[0]}" / "run"
     random_row = evaluate(first, args.episodes, seed=10_000, random_policy=True)  # the same games, no learning
     print("# random: " + " ".join(f"{k}={v:.4g}" for k, v in random_row.items()), flush=True)
