@@ -148,6 +148,8 @@ def test_travel_actions_walk_to_the_stairs_and_down_and_to_unexplored_spots():
     plain = gym.make("NetHackScore-v0", observation_keys=OBSERVATION_KEYS, actions=action_set("explore"))
     with pytest.raises(ValueError, match="actions='travel'"):
         NetHackText(plain, travel=True)
+    with pytest.raises(ValueError, match="envs.explore_moves"):
+        make_nethack("score", actions="travel", explore_moves=0)
 
 
 def test_reset_seed_fixes_the_game():

@@ -280,6 +280,8 @@ class NetHackText(gym.Wrapper):
         self._last: dict[str, np.ndarray] | None = None
         self._bottom_line = {"score": 0, "depth": 1, "gold": 0}
         self._keys: dict[int, int] = {}  # NLE key -> index in the env's action set (travel only)
+        if explore_moves < 1:
+            raise ValueError(f"explore_moves must be >= 1, got {explore_moves}: pass envs.explore_moves=16")
         self.explore_moves = int(explore_moves)
         self._walkable = [GLYPH_CLASSES.index(c) for c in _WALKABLE]
         self._visited = np.zeros(env.observation_space["glyphs"].shape, dtype=bool)
@@ -478,6 +480,7 @@ def make_nethack(
     max_episode_steps: int = 1000,
     crop: int = 9,
     actions: str = "task",
+    explore_moves: int = 16,
     frame_in_info: bool | str = "lazy",
     render_mode: str | None = "rgb_array",
     **nle_kwargs: Any,
@@ -492,6 +495,7 @@ def make_nethack(
             down and dismissing ``--More--``; a random walk over it scores about twice as much on Score) or
             ``"travel"`` (explore's, with ``>`` first walking to the staircase seen and one more action walking
             toward unexplored map: :class:`NetHackText`).
+        explore_moves: most cells one explore step walks (``travel`` only).
         frame_in_info: ``"lazy"`` (drawn when read), ``True`` (every step) or ``False`` (only ``render()``).
         render_mode: only ``"rgb_array"`` (or ``None``) is supported; frames come from the tty.
         **nle_kwargs: passed to NLE (e.g. ``character="mon-hum-neu-mal"``).
@@ -509,4 +513,6 @@ def make_nethack(
     if chosen is not None:
         nle_kwargs["actions"] = chosen
     env = gym.make(env_id, observation_keys=OBSERVATION_KEYS, max_episode_steps=max_episode_steps, **nle_kwargs)
-    return NetHackText(env, crop=crop, frame_in_info=frame_in_info, travel=actions == "travel")
+    return NetHackText(
+        env, crop=crop, frame_in_info=frame_in_info, travel=actions == "travel", explore_moves=explore_moves
+    )
