@@ -359,7 +359,9 @@ class NetHackText(gym.Wrapper):
         return self._vector(obs), self._info(obs, info, 0.0)
 
     def _mark_visited(self) -> None:
-        """Remember where the hero stood on this level (explore walks toward cells not stood on)."""
+        """Remember where the hero stood on this level (explore walks toward cells not stood on; travel only)."""
+        if not self._keys:
+            return
         stats = self._last["blstats"]
         if int(stats[NLE_BL_DEPTH]) != self._visited_depth:
             self._visited[:] = False

@@ -142,7 +142,7 @@ def _summary(records: list[dict], result: dict | None, bad_lines: int, cfg: dict
             f"(best {max(gt):.4g}, change {gt[-1] - gt[0]:+.4g})."
         )
     if len(gt) >= 5:  # one rollout's mean is noisy where returns vary a lot (NetHack): compare fifths too
-        k = max(1, round(len(gt) / 5))
+        k = round(len(gt) / 5)  # >= 1
         sentences.append(
             f"Averaged over the first and the last fifth of the rollouts it went from {np.mean(gt[:k]):.4g} "
             f"to {np.mean(gt[-k:]):.4g}"
